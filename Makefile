@@ -1,0 +1,88 @@
+# ngx_psd_module — see README.md.  Everything built lands in build/.
+
+SHELL      := /bin/bash
+CC         ?= cc
+BUILD      ?= build
+PROVE_JOBS ?= 2
+CFLAGS_PSD := $(CFLAGS_EXTRA) -std=gnu99 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
+              -Ingx_psd_module
+LIBS_PSD   := -lcrypto -ljansson
+
+# The nginx-free files (the pure logic): every ngx_psd_module/psd_*.c.
+PURE_SRCS  := $(wildcard ngx_psd_module/psd_*.c)
+PURE       := $(PURE_SRCS:ngx_psd_module/%.c=%)
+PURE_HDRS  := $(PURE_SRCS:.c=.h)
+UNIT_SRCS  := $(wildcard t/unit/test_*.c)
+UNIT_BINS  := $(UNIT_SRCS:t/unit/%.c=$(BUILD)/unit/%)
+CLI_SRCS   := $(wildcard util/cli/*.c)
+CLI_BINS   := $(CLI_SRCS:util/cli/%.c=util/%)
+MODULE     := $(BUILD)/modules/ngx_http_psd_module.so
+
+.PHONY: all deps build module unit cli run stop test test-unit test-nginx \
+        test-conf asan valgrind fuzz bench clean
+
+all: build
+
+deps:
+	@util/deps
+
+build: deps module unit cli
+
+module:
+	@util/build
+
+$(BUILD)/pure.a: $(PURE_SRCS) $(PURE_HDRS)
+	@mkdir -p $(BUILD)/pure
+	@for f in $(PURE); do \
+	    $(CC) $(CFLAGS_PSD) -c ngx_psd_module/$$f.c \
+	        -o $(BUILD)/pure/$$f.o || exit 1; done
+	@rm -f $@ && ar rcs $@ $(PURE:%=$(BUILD)/pure/%.o)
+
+$(BUILD)/unit/%: t/unit/%.c t/unit/tap.h $(BUILD)/pure.a
+	@mkdir -p $(BUILD)/unit
+	$(CC) $(CFLAGS_PSD) -It/unit $< $(BUILD)/pure.a $(LIBS_PSD) -o $@
+
+util/%: util/cli/%.c $(BUILD)/pure.a
+	$(CC) $(CFLAGS_PSD) $< $(BUILD)/pure.a $(LIBS_PSD) -o $@
+
+unit: $(UNIT_BINS)
+
+cli: $(CLI_BINS)
+
+run: build
+	@util/run start
+
+stop:
+	@util/run stop
+
+# One prove run counts everything: unit tests, nginx tests and nginx -t of
+# every example in conf/.
+test: build
+	prove -j$(PROVE_JOBS) $(UNIT_BINS) t/*.t
+
+test-unit: deps unit
+	@for b in $(UNIT_BINS); do echo "# $$b"; $$b || exit 1; done
+
+test-nginx: build
+	prove -j$(PROVE_JOBS) t/*.t
+
+asan:
+	@util/deps --fuzz
+	PSD_BUILD_DIR=$(BUILD)/asan \
+	PSD_CC_OPT="-fsanitize=address,undefined -fno-omit-frame-pointer" \
+	PSD_LD_OPT="-fsanitize=address,undefined" util/build
+	$(MAKE) unit cli BUILD=$(BUILD)/asan \
+	    CFLAGS_EXTRA="-fsanitize=address,undefined"
+	PSD_MODULE=$(BUILD)/asan/modules/ngx_http_psd_module.so \
+	TEST_NGINX_USE_ASAN=1 prove -j$(PROVE_JOBS) t/*.t
+
+valgrind: build
+	@util/deps --valgrind
+	TEST_NGINX_USE_VALGRIND=1 prove -j$(PROVE_JOBS) t/*.t
+
+bench: build
+	@util/deps --bench
+	util/bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(BUILD) t/servroot* $(CLI_BINS)

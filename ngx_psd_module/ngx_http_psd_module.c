@@ -1,0 +1,443 @@
+
+/*
+ * Copyright (C) ngx_psd_module authors
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+#include <openssl/crypto.h>
+
+#include "ngx_http_psd_module.h"
+#include "ngx_http_psd_redis.h"
+#include "ngx_http_psd_metrics.h"
+
+
+static void *ngx_http_psd_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_psd_init_main_conf(ngx_conf_t *cf, void *conf);
+static void *ngx_http_psd_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_psd_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_psd_status(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_int_t ngx_http_psd_status_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_psd_init_process(ngx_cycle_t *cycle);
+static void ngx_http_psd_exit_process(ngx_cycle_t *cycle);
+static void ngx_http_psd_cleanse_secret(void *data);
+
+
+ngx_conf_enum_t  ngx_http_psd_failure_modes[] = {
+    { ngx_string("open"), NGX_HTTP_PSD_FAIL_OPEN },
+    { ngx_string("closed"), NGX_HTTP_PSD_FAIL_CLOSED },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_command_t  ngx_http_psd_commands[] = {
+
+    { ngx_string("psd_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_psd_redis_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("psd_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_http_psd_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_psd_loc_conf_t, status),
+      NULL },
+
+    { ngx_string("psd_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
+      ngx_http_psd_metrics_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_psd_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    NULL,                                  /* postconfiguration */
+
+    ngx_http_psd_create_main_conf,         /* create main configuration */
+    ngx_http_psd_init_main_conf,           /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_psd_create_loc_conf,          /* create location configuration */
+    ngx_http_psd_merge_loc_conf            /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_psd_module = {
+    NGX_MODULE_V1,
+    &ngx_http_psd_module_ctx,              /* module context */
+    ngx_http_psd_commands,                 /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_psd_init_process,             /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    ngx_http_psd_exit_process,             /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static void *
+ngx_http_psd_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_psd_main_conf_t  *pmcf;
+
+    pmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_psd_main_conf_t));
+    if (pmcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&pmcf->servers, cf->pool, 2,
+                       sizeof(ngx_http_psd_redis_server_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return pmcf;
+}
+
+
+static char *
+ngx_http_psd_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    ngx_http_psd_main_conf_t  *pmcf = conf;
+
+    /*
+     * The metrics zone always exists: every feature counts its outcomes
+     * there, and the figures must survive a reload.
+     */
+
+    if (ngx_http_psd_metrics_init_zone(cf, pmcf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static void *
+ngx_http_psd_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_psd_loc_conf_t  *plcf;
+
+    plcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_psd_loc_conf_t));
+    if (plcf == NULL) {
+        return NULL;
+    }
+
+    plcf->status = NGX_CONF_UNSET;
+
+    return plcf;
+}
+
+
+static char *
+ngx_http_psd_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_psd_loc_conf_t  *prev = parent;
+    ngx_http_psd_loc_conf_t  *conf = child;
+
+    ngx_conf_merge_value(conf->status, prev->status, 0);
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_psd_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_psd_loc_conf_t  *plcf = conf;
+
+    char                      *rv;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    rv = ngx_conf_set_flag_slot(cf, cmd, conf);
+    if (rv != NGX_CONF_OK) {
+        return rv;
+    }
+
+    if (plcf->status) {
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+        clcf->handler = ngx_http_psd_status_handler;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_http_psd_status_handler(ngx_http_request_t *r)
+{
+    size_t     len;
+    u_char    *body, *p;
+    ngx_int_t  rc;
+
+    if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
+        return ngx_http_psd_send_json_error(r, NGX_HTTP_NOT_ALLOWED,
+                                            "method_not_allowed", NULL);
+    }
+
+    rc = ngx_http_discard_request_body(r);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    len = sizeof("{\"module\":\"ngx_psd_module\",\"version\":\"\","
+                 "\"nginx\":\"\",\"pid\":,\"redis\":[]}\n") - 1
+          + sizeof(NGX_HTTP_PSD_VERSION) - 1 + sizeof(NGINX_VERSION) - 1
+          + NGX_INT_T_LEN + ngx_http_psd_redis_status_len(r);
+
+    body = ngx_pnalloc(r->pool, len);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_sprintf(body, "{\"module\":\"ngx_psd_module\",\"version\":\""
+                    NGX_HTTP_PSD_VERSION "\",\"nginx\":\"" NGINX_VERSION
+                    "\",\"pid\":%P,\"redis\":[", ngx_pid);
+    p = ngx_http_psd_redis_status_write(r, p);
+    p = ngx_cpymem(p, "]}\n", 3);
+
+    return ngx_http_psd_send_json(r, NGX_HTTP_OK, body, p - body);
+}
+
+
+ngx_int_t
+ngx_http_psd_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    u_char *body, size_t len)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = len;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+
+    /* a JSON answer about one request is never shared by caches */
+    if (status >= NGX_HTTP_BAD_REQUEST || r->method == NGX_HTTP_POST) {
+        r->headers_out.last_modified_time = -1;
+    }
+
+    rc = ngx_http_send_header(r);
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = body;
+    b->last = body + len;
+    b->memory = (len != 0);
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/*
+ * Error bodies carry a stable machine-readable code; "field" names where in
+ * the input the problem is, and never echoes the value (it may be a secret).
+ */
+
+ngx_int_t
+ngx_http_psd_send_json_error(ngx_http_request_t *r, ngx_uint_t status,
+    const char *code, const char *field)
+{
+    size_t   len;
+    u_char  *body, *p;
+
+    len = sizeof("{\"error\":\"\",\"field\":\"\"}\n") - 1 + ngx_strlen(code);
+    if (field) {
+        len += ngx_escape_json(NULL, (u_char *) field, ngx_strlen(field));
+        len += ngx_strlen(field);
+    }
+
+    body = ngx_pnalloc(r->pool, len);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = ngx_sprintf(body, "{\"error\":\"%s\"", code);
+
+    if (field) {
+        p = ngx_cpymem(p, ",\"field\":\"", sizeof(",\"field\":\"") - 1);
+        p = (u_char *) ngx_escape_json(p, (u_char *) field,
+                                       ngx_strlen(field));
+        *p++ = '"';
+    }
+
+    *p++ = '}';
+    *p++ = '\n';
+
+    if (r->method == NGX_HTTP_HEAD) {
+        r->header_only = 1;
+    }
+
+    ngx_http_discard_request_body(r);
+
+    return ngx_http_psd_send_json(r, status, body, p - body);
+}
+
+
+ngx_int_t
+ngx_http_psd_send_unavailable(ngx_http_request_t *r, time_t retry_after)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "Retry-After");
+
+    h->value.data = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
+    if (h->value.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->value.len = ngx_sprintf(h->value.data, "%T", retry_after)
+                   - h->value.data;
+
+    return ngx_http_psd_send_json_error(r, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                        "backend_unavailable", NULL);
+}
+
+
+/*
+ * Reads key material from a file at configuration time.  Trailing newlines
+ * are not part of the secret (editors add them).  The copy is wiped when
+ * the configuration that holds it is freed.
+ */
+
+ngx_int_t
+ngx_http_psd_secret_file(ngx_conf_t *cf, ngx_str_t *name, size_t min_len,
+    size_t max_len, ngx_str_t *secret)
+{
+    u_char              *buf;
+    ssize_t              n;
+    ngx_fd_t             fd;
+    ngx_str_t            path, *wipe, *value;
+    ngx_file_info_t      fi;
+    ngx_pool_cleanup_t  *cln;
+
+    value = cf->args->elts;
+    path = *name;
+
+    if (ngx_conf_full_name(cf->cycle, &path, 1) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    fd = ngx_open_file(path.data, NGX_FILE_RDONLY, NGX_FILE_OPEN, 0);
+    if (fd == NGX_INVALID_FILE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "cannot open secret file \"%V\" in \"%V\"",
+                           name, &value[0]);
+        return NGX_ERROR;
+    }
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "cannot stat secret file \"%V\"", name);
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    if (fi.st_mode & S_IROTH) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "secret file \"%V\" is readable by every user",
+                           name);
+    }
+
+    buf = ngx_pnalloc(cf->pool, max_len + 2);
+    if (buf == NULL) {
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, sizeof(ngx_str_t));
+    if (cln == NULL) {
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
+    wipe = cln->data;
+    wipe->data = buf;
+    wipe->len = max_len + 2;
+    cln->handler = ngx_http_psd_cleanse_secret;
+
+    n = ngx_read_fd(fd, buf, max_len + 2);
+    ngx_close_file(fd);
+
+    if (n == -1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, ngx_errno,
+                           "cannot read secret file \"%V\"", name);
+        return NGX_ERROR;
+    }
+
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) {
+        n--;
+    }
+
+    if ((size_t) n < min_len || (size_t) n > max_len) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "secret file \"%V\" must hold %uz to %uz bytes",
+                           name, min_len, max_len);
+        return NGX_ERROR;
+    }
+
+    secret->data = buf;
+    secret->len = n;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_psd_cleanse_secret(void *data)
+{
+    ngx_str_t  *wipe = data;
+
+    OPENSSL_cleanse(wipe->data, wipe->len);
+}
+
+
+static ngx_int_t
+ngx_http_psd_init_process(ngx_cycle_t *cycle)
+{
+    return ngx_http_psd_redis_init_process(cycle);
+}
+
+
+static void
+ngx_http_psd_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_psd_redis_exit_process(cycle);
+}

@@ -1,0 +1,54 @@
+
+/*
+ * Copyright (C) ngx_psd_module authors
+ */
+
+
+#ifndef _NGX_HTTP_PSD_MODULE_H_INCLUDED_
+#define _NGX_HTTP_PSD_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+
+#define NGX_HTTP_PSD_VERSION  "0.1.0"
+
+
+/* failure modes shared by every feature that needs Redis */
+#define NGX_HTTP_PSD_FAIL_OPEN    1
+#define NGX_HTTP_PSD_FAIL_CLOSED  2
+#define NGX_HTTP_PSD_FAIL_LOCAL   3
+
+
+typedef struct ngx_http_psd_redis_server_s  ngx_http_psd_redis_server_t;
+
+
+typedef struct {
+    ngx_array_t                   servers;  /* ngx_http_psd_redis_server_t * */
+    ngx_shm_zone_t               *shm_zone;
+    ngx_uint_t                    status_used;
+} ngx_http_psd_main_conf_t;
+
+
+typedef struct {
+    ngx_flag_t                    status;
+} ngx_http_psd_loc_conf_t;
+
+
+extern ngx_module_t  ngx_http_psd_module;
+extern ngx_conf_enum_t  ngx_http_psd_failure_modes[];
+
+
+ngx_int_t ngx_http_psd_send_json_error(ngx_http_request_t *r,
+    ngx_uint_t status, const char *code, const char *field);
+ngx_int_t ngx_http_psd_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    u_char *body, size_t len);
+ngx_int_t ngx_http_psd_send_unavailable(ngx_http_request_t *r,
+    time_t retry_after);
+ngx_int_t ngx_http_psd_secret_file(ngx_conf_t *cf, ngx_str_t *name,
+    size_t min_len, size_t max_len, ngx_str_t *secret);
+
+
+#endif /* _NGX_HTTP_PSD_MODULE_H_INCLUDED_ */
