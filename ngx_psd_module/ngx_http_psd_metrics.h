@@ -15,10 +15,102 @@
 #include "ngx_http_psd_module.h"
 
 
+/*
+ * Every counter the module keeps, as one list so that the enum, the
+ * Prometheus output and the JSON output cannot disagree.  Rows of one
+ * metric family (same name) must stand together.
+ *   X(id, name, labels, type, help)
+ */
+
+#define NGX_HTTP_PSD_METRICS(X)                                               \
+    X(LINK_OK, "psd_link_requests_total", "result=\"ok\"", "counter",         \
+      "Download link verifications by result.")                               \
+    X(LINK_MALFORMED, "psd_link_requests_total", "result=\"malformed\"",     \
+      "", "")                                                                 \
+    X(LINK_INVALID, "psd_link_requests_total", "result=\"invalid\"", "", "")  \
+    X(LINK_UNKNOWN_KEY, "psd_link_requests_total",                            \
+      "result=\"unknown_key\"", "", "")                                       \
+    X(LINK_EXPIRED, "psd_link_requests_total", "result=\"expired\"", "", "")  \
+    X(LINK_WRONG_PATH, "psd_link_requests_total", "result=\"wrong_path\"",    \
+      "", "")                                                                 \
+    X(LINK_WRONG_CLIENT, "psd_link_requests_total",                           \
+      "result=\"wrong_client\"", "", "")                                      \
+    X(LINK_REVOKED, "psd_link_requests_total", "result=\"revoked\"", "", "")  \
+    X(LINK_EXHAUSTED, "psd_link_requests_total", "result=\"exhausted\"",      \
+      "", "")                                                                 \
+    X(LINK_BUSY, "psd_link_requests_total", "result=\"busy\"", "", "")        \
+    X(LINK_FAIL_OPEN, "psd_link_requests_total", "result=\"fail_open\"",      \
+      "", "")                                                                 \
+    X(LINK_FAIL_CLOSED, "psd_link_requests_total",                            \
+      "result=\"fail_closed\"", "", "")                                       \
+    X(LINK_DOWNLOADS, "psd_link_downloads_completed_total", "", "counter",    \
+      "Downloads that sent the whole file, counted once per link use.")       \
+    X(LINK_DOWNLOADS_ABORTED, "psd_link_downloads_aborted_total", "",         \
+      "counter", "Downloads that ended before the whole file was sent.")      \
+    X(LINK_ISSUED, "psd_link_issued_total", "", "counter",                    \
+      "Download links issued by the issuing endpoint.")                       \
+    X(LINK_REVOCATIONS, "psd_link_revocations_total", "", "counter",          \
+      "Links and orders revoked.")
+
+
+#define NGX_HTTP_PSD_METRIC_ENUM(id, name, labels, type, help)               \
+    NGX_HTTP_PSD_M_##id,
+
+enum {
+    NGX_HTTP_PSD_METRICS(NGX_HTTP_PSD_METRIC_ENUM)
+    NGX_HTTP_PSD_M_MAX
+};
+
+
+#define NGX_HTTP_PSD_MAX_SERVERS       32
+#define NGX_HTTP_PSD_LATENCY_BUCKETS   12
+
+
+typedef struct {
+    u_char                        name[64];
+    size_t                        name_len;
+    ngx_atomic_t                  connected;
+    ngx_atomic_t                  reconnects;
+    ngx_atomic_t                  commands;
+    ngx_atomic_t                  errors;
+    ngx_atomic_t                  timeouts;
+    ngx_atomic_t                  unavailable;
+    ngx_atomic_t                  pending;
+    ngx_atomic_t                  latency[NGX_HTTP_PSD_LATENCY_BUCKETS];
+    ngx_atomic_t                  latency_sum_us;
+    ngx_atomic_t                  latency_count;
+} ngx_http_psd_metrics_server_t;
+
+
+typedef struct {
+    ngx_atomic_t                  counters[NGX_HTTP_PSD_M_MAX];
+    ngx_atomic_t                  nservers;
+    ngx_http_psd_metrics_server_t servers[NGX_HTTP_PSD_MAX_SERVERS];
+} ngx_http_psd_metrics_shm_t;
+
+
+extern ngx_http_psd_metrics_shm_t  *ngx_http_psd_metrics;
+
+
+#define ngx_http_psd_count(id)                                               \
+    if (ngx_http_psd_metrics) {                                              \
+        (void) ngx_atomic_fetch_add(                                         \
+                    &ngx_http_psd_metrics->counters[NGX_HTTP_PSD_M_##id], 1);  \
+    }
+
+#define ngx_http_psd_count_n(n)                                              \
+    if (ngx_http_psd_metrics) {                                              \
+        (void) ngx_atomic_fetch_add(&ngx_http_psd_metrics->counters[n], 1);  \
+    }
+
+
 char *ngx_http_psd_metrics_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_int_t ngx_http_psd_metrics_init_zone(ngx_conf_t *cf,
     ngx_http_psd_main_conf_t *pmcf);
+ngx_http_psd_metrics_server_t *ngx_http_psd_metrics_server(ngx_uint_t index);
+void ngx_http_psd_metrics_latency(ngx_http_psd_metrics_server_t *ms,
+    ngx_msec_t ms_elapsed);
 
 
 #endif /* _NGX_HTTP_PSD_METRICS_H_INCLUDED_ */

@@ -109,6 +109,13 @@ ngx_http_psd_create_main_conf(ngx_conf_t *cf)
         return NULL;
     }
 
+    if (ngx_array_init(&pmcf->scripts, cf->pool, 4,
+                       sizeof(ngx_http_psd_redis_script_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
     return pmcf;
 }
 
@@ -142,6 +149,7 @@ ngx_http_psd_create_loc_conf(ngx_conf_t *cf)
     }
 
     plcf->status = NGX_CONF_UNSET;
+    plcf->metrics = NGX_CONF_UNSET_UINT;
 
     return plcf;
 }
@@ -154,6 +162,7 @@ ngx_http_psd_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_psd_loc_conf_t  *conf = child;
 
     ngx_conf_merge_value(conf->status, prev->status, 0);
+    ngx_conf_merge_uint_value(conf->metrics, prev->metrics, 0);
 
     return NGX_CONF_OK;
 }
@@ -222,20 +231,25 @@ ngx_int_t
 ngx_http_psd_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len)
 {
+    return ngx_http_psd_send_body(r, status, "application/json", body, len);
+}
+
+
+ngx_int_t
+ngx_http_psd_send_body(ngx_http_request_t *r, ngx_uint_t status,
+    const char *content_type, u_char *body, size_t len)
+{
     ngx_int_t     rc;
     ngx_buf_t    *b;
     ngx_chain_t   out;
 
     r->headers_out.status = status;
     r->headers_out.content_length_n = len;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type.data = (u_char *) content_type;
+    r->headers_out.content_type.len = ngx_strlen(content_type);
     r->headers_out.content_type_len = r->headers_out.content_type.len;
     r->headers_out.content_type_lowcase = NULL;
-
-    /* a JSON answer about one request is never shared by caches */
-    if (status >= NGX_HTTP_BAD_REQUEST || r->method == NGX_HTTP_POST) {
-        r->headers_out.last_modified_time = -1;
-    }
+    r->headers_out.last_modified_time = -1;
 
     rc = ngx_http_send_header(r);
     if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {

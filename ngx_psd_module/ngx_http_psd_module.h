@@ -27,6 +27,7 @@ typedef struct ngx_http_psd_redis_server_s  ngx_http_psd_redis_server_t;
 
 typedef struct {
     ngx_array_t                   servers;  /* ngx_http_psd_redis_server_t * */
+    ngx_array_t                   scripts;  /* ngx_http_psd_redis_script_t * */
     ngx_shm_zone_t               *shm_zone;
     ngx_uint_t                    status_used;
 } ngx_http_psd_main_conf_t;
@@ -34,6 +35,7 @@ typedef struct {
 
 typedef struct {
     ngx_flag_t                    status;
+    ngx_uint_t                    metrics;
 } ngx_http_psd_loc_conf_t;
 
 
@@ -45,6 +47,8 @@ ngx_int_t ngx_http_psd_send_json_error(ngx_http_request_t *r,
     ngx_uint_t status, const char *code, const char *field);
 ngx_int_t ngx_http_psd_send_json(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len);
+ngx_int_t ngx_http_psd_send_body(ngx_http_request_t *r, ngx_uint_t status,
+    const char *content_type, u_char *body, size_t len);
 ngx_int_t ngx_http_psd_send_unavailable(ngx_http_request_t *r,
     time_t retry_after);
 ngx_int_t ngx_http_psd_secret_file(ngx_conf_t *cf, ngx_str_t *name,

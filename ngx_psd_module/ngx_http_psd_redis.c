@@ -4,19 +4,492 @@
  */
 
 
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
 #include "ngx_http_psd_redis.h"
+#include "ngx_http_psd_metrics.h"
+#include "psd_crypto.h"
+
+
+/*
+ * One connection per worker and server.  Commands of many requests are
+ * pipelined on it: Redis answers in order, so a FIFO of slots matches each
+ * reply to its command.  A slot outlives its call when the call is done
+ * early (deadline, client gone): the reply still arrives in order and is
+ * dropped, which keeps the FIFO and the wire in step.
+ */
+
+
+#define NGX_HTTP_PSD_REDIS_DOWN         0
+#define NGX_HTTP_PSD_REDIS_CONNECTING   1
+#define NGX_HTTP_PSD_REDIS_READY        2
+
+#define NGX_HTTP_PSD_REDIS_BACKOFF_MIN  100
+#define NGX_HTTP_PSD_REDIS_BACKOFF_MAX  5000
+#define NGX_HTTP_PSD_REDIS_FREE_SLOTS   1024
+
+
+struct ngx_http_psd_redis_slot_s {
+    ngx_queue_t                   queue;
+    ngx_http_psd_redis_call_t    *call;       /* NULL: nobody waits */
+    ngx_uint_t                    index;
+    ngx_http_psd_redis_script_t  *script;     /* EVALSHA, may need a load */
+    char                         *cmd;        /* kept for the NOSCRIPT retry */
+    size_t                        len;
+    unsigned                      handshake:1;
+    unsigned                      retried:1;
+};
+
+
+struct ngx_http_psd_redis_conn_s {
+    ngx_http_psd_redis_server_t  *server;
+    ngx_peer_connection_t         peer;
+    ngx_uint_t                    state;
+    redisReader                  *reader;
+
+    u_char                       *out;
+    size_t                        out_pos;
+    size_t                        out_len;
+    size_t                        out_size;
+
+    ngx_queue_t                   pending;
+    ngx_uint_t                    npending;
+    ngx_queue_t                   free;
+    ngx_uint_t                    nfree;
+    ngx_array_t                  *scripts;
+
+    ngx_event_t                   reconnect;
+    ngx_uint_t                    failures;
+    ngx_uint_t                    addr;
+    ngx_uint_t                    connects;
+    time_t                        logged;
+    ngx_log_t                     log;
+
+    unsigned                      handshake_done:1;
+    unsigned                      counted_up:1;
+};
+
+
+static char *ngx_http_psd_redis_option(ngx_conf_t *cf,
+    ngx_http_psd_redis_server_t *server, ngx_str_t *opt);
+static void ngx_http_psd_redis_connect(ngx_http_psd_redis_conn_t *conn);
+static void ngx_http_psd_redis_reconnect_handler(ngx_event_t *ev);
+static void ngx_http_psd_redis_write_handler(ngx_event_t *wev);
+static void ngx_http_psd_redis_read_handler(ngx_event_t *rev);
+static void ngx_http_psd_redis_fail(ngx_http_psd_redis_conn_t *conn,
+    ngx_err_t err, const char *reason);
+static void ngx_http_psd_redis_close(ngx_http_psd_redis_conn_t *conn);
+static void ngx_http_psd_redis_dispatch(ngx_http_psd_redis_conn_t *conn,
+    redisReply *reply);
+static ngx_int_t ngx_http_psd_redis_append(ngx_http_psd_redis_conn_t *conn,
+    const char *cmd, size_t len);
+static ngx_http_psd_redis_slot_t *ngx_http_psd_redis_slot_get(
+    ngx_http_psd_redis_conn_t *conn);
+static void ngx_http_psd_redis_slot_free(ngx_http_psd_redis_conn_t *conn,
+    ngx_http_psd_redis_slot_t *slot);
+static void ngx_http_psd_redis_fail_slots(ngx_http_psd_redis_conn_t *conn,
+    ngx_queue_t *queue);
+static ngx_int_t ngx_http_psd_redis_queue_internal(
+    ngx_http_psd_redis_conn_t *conn, int argc, const char **argv,
+    const size_t *argvlen);
+static void ngx_http_psd_redis_flush(ngx_http_psd_redis_conn_t *conn);
+static void ngx_http_psd_redis_call_finish(ngx_http_psd_redis_call_t *call,
+    ngx_uint_t status);
+static void ngx_http_psd_redis_call_timeout(ngx_event_t *ev);
+static void ngx_http_psd_redis_call_cleanup(void *data);
+
+static void *ngx_http_psd_redis_create_string(const redisReadTask *task,
+    char *str, size_t len);
+static void *ngx_http_psd_redis_create_array(const redisReadTask *task,
+    int elements);
+static void *ngx_http_psd_redis_create_integer(const redisReadTask *task,
+    long long value);
+static void *ngx_http_psd_redis_create_nil(const redisReadTask *task);
+static void ngx_http_psd_redis_link(const redisReadTask *task,
+    redisReply *reply);
+
+
+/*
+ * hiredis' own object functions allocate whatever a multi-bulk header
+ * announces (a 16 GiB array for "*2147483647").  Ours build the same
+ * redisReply objects, so freeReplyObject() frees them, but refuse arrays
+ * larger than the reply size limit could ever fill.
+ */
+
+static redisReplyObjectFunctions  ngx_http_psd_redis_reply_functions = {
+    ngx_http_psd_redis_create_string,
+    ngx_http_psd_redis_create_array,
+    ngx_http_psd_redis_create_integer,
+    ngx_http_psd_redis_create_nil,
+    freeReplyObject
+};
 
 
 char *
 ngx_http_psd_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
+    ngx_http_psd_main_conf_t  *pmcf = conf;
+
+    char                          *rv;
+    ngx_str_t                     *value, target;
+    ngx_url_t                      u;
+    ngx_uint_t                     i;
+    ngx_http_psd_redis_server_t   *server, **servers;
+
+    value = cf->args->elts;
+
+    servers = pmcf->servers.elts;
+
+    for (i = 0; i < pmcf->servers.nelts; i++) {
+        if (servers[i]->name.len == value[1].len
+            && ngx_strncmp(servers[i]->name.data, value[1].data,
+                           value[1].len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate redis server name \"%V\"",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    for (i = 0; i < value[1].len; i++) {
+        if (!(isalnum(value[1].data[i]) || value[1].data[i] == '_'
+              || value[1].data[i] == '-')
+            || value[1].len > 63)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid redis server name \"%V\", use up to "
+                               "63 letters, digits, \"_\" and \"-\"",
+                               &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    server = ngx_pcalloc(cf->pool, sizeof(ngx_http_psd_redis_server_t));
+    if (server == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    server->name = value[1];
+    server->target = value[2];
+    server->db = 0;
+    server->connect_timeout = 1000;
+    server->timeout = 1000;
+    server->max_pending = 4096;
+    server->max_reply = 1024 * 1024;
+
+    /*
+     * Names are resolved here, while reading the configuration, so that
+     * workers never make a blocking DNS query.
+     */
+
+    target = value[2];
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = target;
+    u.default_port = 6379;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        if (u.err) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "%s in redis server \"%V\"", u.err, &target);
+        }
+
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis server \"%V\" has no address", &target);
+        return NGX_CONF_ERROR;
+    }
+
+    server->addrs = u.addrs;
+    server->naddrs = u.naddrs;
+
+    for (i = 3; i < cf->args->nelts; i++) {
+        rv = ngx_http_psd_redis_option(cf, server, &value[i]);
+        if (rv != NGX_CONF_OK) {
+            return rv;
+        }
+    }
+
+    if (server->user.len && server->password.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis server \"%V\" has \"user=\" without a "
+                           "password", &server->name);
+        return NGX_CONF_ERROR;
+    }
+
+    servers = ngx_array_push(&pmcf->servers);
+    if (servers == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *servers = server;
+
     return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_psd_redis_option(ngx_conf_t *cf, ngx_http_psd_redis_server_t *server,
+    ngx_str_t *opt)
+{
+    u_char     *eq;
+    ssize_t     size;
+    ngx_int_t   n;
+    ngx_str_t   name, val, *value;
+
+    value = cf->args->elts;
+
+    eq = ngx_strlchr(opt->data, opt->data + opt->len, '=');
+
+    name.data = opt->data;
+    name.len = eq ? (size_t) (eq - opt->data) : opt->len;
+    val.data = eq ? eq + 1 : NULL;
+    val.len = eq ? opt->len - name.len - 1 : 0;
+
+    if (name.len == 3 && ngx_strncmp(name.data, "tls", 3) == 0) {
+        goto unsupported;
+    }
+
+    if (eq == NULL) {
+        goto invalid;
+    }
+
+    if (ngx_strncmp(name.data, "password", name.len) == 0
+        && name.len == 8)
+    {
+        /* the value is a secret: never repeat it in a message */
+        if (val.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "empty \"password=\" in \"%V\"", &value[0]);
+            return NGX_CONF_ERROR;
+        }
+
+        server->password = val;
+        return NGX_CONF_OK;
+    }
+
+    if (name.len == 13 && ngx_strncmp(name.data, "password_file", 13) == 0) {
+        if (ngx_http_psd_secret_file(cf, &val, 1, 512, &server->password)
+            != NGX_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (name.len == 4 && ngx_strncmp(name.data, "user", 4) == 0) {
+        if (val.len == 0) {
+            goto invalid;
+        }
+
+        server->user = val;
+        return NGX_CONF_OK;
+    }
+
+    if (name.len == 2 && ngx_strncmp(name.data, "db", 2) == 0) {
+        n = ngx_atoi(val.data, val.len);
+        if (n == NGX_ERROR || n > 65535) {
+            goto invalid;
+        }
+
+        server->db = n;
+        return NGX_CONF_OK;
+    }
+
+    if ((name.len == 15
+         && ngx_strncmp(name.data, "connect_timeout", 15) == 0)
+        || (name.len == 7 && ngx_strncmp(name.data, "timeout", 7) == 0))
+    {
+        n = ngx_parse_time(&val, 0);
+        if (n == NGX_ERROR || n == 0) {
+            goto invalid;
+        }
+
+        if (name.len == 7) {
+            server->timeout = n;
+        } else {
+            server->connect_timeout = n;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (name.len == 11 && ngx_strncmp(name.data, "max_pending", 11) == 0) {
+        n = ngx_atoi(val.data, val.len);
+        if (n == NGX_ERROR || n == 0) {
+            goto invalid;
+        }
+
+        server->max_pending = n;
+        return NGX_CONF_OK;
+    }
+
+    if (name.len == 9 && ngx_strncmp(name.data, "max_reply", 9) == 0) {
+        size = ngx_parse_size(&val);
+        if (size == NGX_ERROR || size < 1024) {
+            goto invalid;
+        }
+
+        server->max_reply = size;
+        return NGX_CONF_OK;
+    }
+
+    if (name.len > 4 && ngx_strncmp(name.data, "tls_", 4) == 0) {
+        goto unsupported;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "unknown option \"%V\" in \"%V\"", &name, &value[0]);
+    return NGX_CONF_ERROR;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid value \"%V\" in \"%V\"", opt, &value[0]);
+    return NGX_CONF_ERROR;
+
+unsupported:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"%V\" in \"%V\" is not supported yet: reach Redis "
+                       "over loopback, a unix socket or a TLS tunnel",
+                       &name, &value[0]);
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * Features name the server they use ("redis=main"); an empty name means
+ * the first one.  Call it once all of http{} is read (merge or init).
+ */
+
+char *
+ngx_http_psd_redis_conf_server(ngx_conf_t *cf, ngx_str_t *name,
+    ngx_http_psd_redis_server_t **server)
+{
+    ngx_uint_t                     i;
+    ngx_http_psd_main_conf_t      *pmcf;
+    ngx_http_psd_redis_server_t  **servers;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_psd_module);
+    servers = pmcf->servers.elts;
+
+    if (pmcf->servers.nelts == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "no \"psd_redis\" server is configured in http{}");
+        return NGX_CONF_ERROR;
+    }
+
+    if (name->len == 0) {
+        *server = servers[0];
+        return NGX_CONF_OK;
+    }
+
+    for (i = 0; i < pmcf->servers.nelts; i++) {
+        if (servers[i]->name.len == name->len
+            && ngx_strncmp(servers[i]->name.data, name->data, name->len) == 0)
+        {
+            *server = servers[i];
+            return NGX_CONF_OK;
+        }
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "unknown redis server \"%V\"", name);
+
+    return NGX_CONF_ERROR;
+}
+
+
+ngx_int_t
+ngx_http_psd_redis_register_script(ngx_conf_t *cf,
+    ngx_http_psd_redis_script_t *script)
+{
+    ngx_uint_t                     i;
+    ngx_http_psd_main_conf_t      *pmcf;
+    ngx_http_psd_redis_script_t  **scripts;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_psd_module);
+    scripts = pmcf->scripts.elts;
+
+    for (i = 0; i < pmcf->scripts.nelts; i++) {
+        if (scripts[i] == script) {
+            return NGX_OK;
+        }
+    }
+
+    if (script->sha1[0] == '\0') {
+        if (psd_sha1_hex((const unsigned char *) script->body,
+                         ngx_strlen(script->body), script->sha1)
+            != 0)
+        {
+            return NGX_ERROR;
+        }
+
+        script->sha1[40] = '\0';
+    }
+
+    scripts = ngx_array_push(&pmcf->scripts);
+    if (scripts == NULL) {
+        return NGX_ERROR;
+    }
+
+    *scripts = script;
+
+    return NGX_OK;
 }
 
 
 ngx_int_t
 ngx_http_psd_redis_init_process(ngx_cycle_t *cycle)
 {
+    ngx_uint_t                     i;
+    ngx_http_psd_main_conf_t      *pmcf;
+    ngx_http_psd_redis_conn_t     *conn;
+    ngx_http_psd_redis_server_t  **servers;
+
+    if (ngx_process == NGX_PROCESS_HELPER) {
+        return NGX_OK;
+    }
+
+    pmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_psd_module);
+    if (pmcf == NULL) {
+        return NGX_OK;
+    }
+
+    servers = pmcf->servers.elts;
+
+    for (i = 0; i < pmcf->servers.nelts; i++) {
+        conn = ngx_pcalloc(cycle->pool, sizeof(ngx_http_psd_redis_conn_t));
+        if (conn == NULL) {
+            return NGX_ERROR;
+        }
+
+        conn->server = servers[i];
+        conn->scripts = &pmcf->scripts;
+        conn->log = *cycle->log;
+        ngx_queue_init(&conn->pending);
+        ngx_queue_init(&conn->free);
+
+        conn->reconnect.handler = ngx_http_psd_redis_reconnect_handler;
+        conn->reconnect.data = conn;
+        conn->reconnect.log = &conn->log;
+        conn->reconnect.cancelable = 1;
+
+        /* a worker spread over several addresses starts at its own one */
+        conn->addr = ngx_worker % servers[i]->naddrs;
+
+        servers[i]->conn = conn;
+
+        ngx_http_psd_redis_connect(conn);
+    }
+
     return NGX_OK;
 }
 
@@ -24,18 +497,1306 @@ ngx_http_psd_redis_init_process(ngx_cycle_t *cycle)
 void
 ngx_http_psd_redis_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_uint_t                     i;
+    ngx_queue_t                   *q;
+    ngx_http_psd_main_conf_t      *pmcf;
+    ngx_http_psd_redis_conn_t     *conn;
+    ngx_http_psd_redis_server_t  **servers;
+
+    pmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_psd_module);
+    if (pmcf == NULL) {
+        return;
+    }
+
+    servers = pmcf->servers.elts;
+
+    for (i = 0; i < pmcf->servers.nelts; i++) {
+        conn = servers[i]->conn;
+        if (conn == NULL) {
+            continue;
+        }
+
+        if (conn->reconnect.timer_set) {
+            ngx_del_timer(&conn->reconnect);
+        }
+
+        ngx_http_psd_redis_close(conn);
+
+        while (!ngx_queue_empty(&conn->free)) {
+            q = ngx_queue_head(&conn->free);
+            ngx_queue_remove(q);
+            ngx_free(ngx_queue_data(q, ngx_http_psd_redis_slot_t, queue));
+        }
+
+        servers[i]->conn = NULL;
+    }
+}
+
+
+static void
+ngx_http_psd_redis_connect(ngx_http_psd_redis_conn_t *conn)
+{
+    int                            argc;
+    char                           db[NGX_INT_T_LEN];
+    size_t                         argvlen[3];
+    ngx_int_t                      rc;
+    ngx_uint_t                     i;
+    const char                    *argv[3];
+    ngx_addr_t                    *addr;
+    ngx_connection_t              *c;
+    ngx_http_psd_redis_server_t   *server;
+    ngx_http_psd_redis_script_t  **scripts;
+
+    server = conn->server;
+    addr = &server->addrs[conn->addr % server->naddrs];
+
+    ngx_memzero(&conn->peer, sizeof(ngx_peer_connection_t));
+    conn->peer.sockaddr = addr->sockaddr;
+    conn->peer.socklen = addr->socklen;
+    conn->peer.name = &addr->name;
+    conn->peer.get = ngx_event_get_peer;
+    conn->peer.log = &conn->log;
+    conn->peer.log_error = NGX_ERROR_ERR;
+
+    conn->reader = redisReaderCreateWithFunctions(
+                                          &ngx_http_psd_redis_reply_functions);
+    if (conn->reader == NULL) {
+        ngx_http_psd_redis_fail(conn, 0, "out of memory");
+        return;
+    }
+
+    conn->reader->privdata = conn;
+    conn->handshake_done = 0;
+    conn->connects++;
+
+    if (conn->connects > 1 && ngx_http_psd_metrics) {
+        (void) ngx_atomic_fetch_add(
+                  &ngx_http_psd_metrics_server(server->index)->reconnects, 1);
+    }
+
+    /*
+     * The handshake goes first in the pipeline, so requests may queue their
+     * commands behind it while the connection is still being made.
+     */
+
+    if (server->password.len) {
+        argc = 0;
+        argv[argc] = "AUTH";
+        argvlen[argc++] = 4;
+
+        if (server->user.len) {
+            argv[argc] = (const char *) server->user.data;
+            argvlen[argc++] = server->user.len;
+        }
+
+        argv[argc] = (const char *) server->password.data;
+        argvlen[argc++] = server->password.len;
+
+        if (ngx_http_psd_redis_queue_internal(conn, argc, argv, argvlen)
+            != NGX_OK)
+        {
+            ngx_http_psd_redis_fail(conn, 0, "out of memory");
+            return;
+        }
+    }
+
+    if (server->db) {
+        argv[0] = "SELECT";
+        argvlen[0] = 6;
+        argv[1] = db;
+        argvlen[1] = ngx_sprintf((u_char *) db, "%i", server->db)
+                     - (u_char *) db;
+
+        if (ngx_http_psd_redis_queue_internal(conn, 2, argv, argvlen)
+            != NGX_OK)
+        {
+            ngx_http_psd_redis_fail(conn, 0, "out of memory");
+            return;
+        }
+    }
+
+    scripts = conn->scripts->elts;
+
+    for (i = 0; i < conn->scripts->nelts; i++) {
+        argv[0] = "SCRIPT";
+        argvlen[0] = 6;
+        argv[1] = "LOAD";
+        argvlen[1] = 4;
+        argv[2] = scripts[i]->body;
+        argvlen[2] = ngx_strlen(scripts[i]->body);
+
+        if (ngx_http_psd_redis_queue_internal(conn, 3, argv, argvlen)
+            != NGX_OK)
+        {
+            ngx_http_psd_redis_fail(conn, 0, "out of memory");
+            return;
+        }
+    }
+
+    if (ngx_queue_empty(&conn->pending)) {
+        /* no handshake: "PING" proves the server speaks before we count it */
+        argv[0] = "PING";
+        argvlen[0] = 4;
+
+        if (ngx_http_psd_redis_queue_internal(conn, 1, argv, argvlen)
+            != NGX_OK)
+        {
+            ngx_http_psd_redis_fail(conn, 0, "out of memory");
+            return;
+        }
+    }
+
+    rc = ngx_event_connect_peer(&conn->peer);
+
+    if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
+        ngx_http_psd_redis_fail(conn, 0, "connect() failed");
+        return;
+    }
+
+    c = conn->peer.connection;
+    c->data = conn;
+    c->log = &conn->log;
+    c->read->log = &conn->log;
+    c->write->log = &conn->log;
+    c->read->handler = ngx_http_psd_redis_read_handler;
+    c->write->handler = ngx_http_psd_redis_write_handler;
+
+    conn->state = NGX_HTTP_PSD_REDIS_CONNECTING;
+
+    if (rc == NGX_AGAIN) {
+        ngx_add_timer(c->write, server->connect_timeout);
+        return;
+    }
+
+    ngx_http_psd_redis_write_handler(c->write);
+}
+
+
+static void
+ngx_http_psd_redis_reconnect_handler(ngx_event_t *ev)
+{
+    ngx_http_psd_redis_conn_t  *conn = ev->data;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    ngx_http_psd_redis_connect(conn);
+}
+
+
+static void
+ngx_http_psd_redis_write_handler(ngx_event_t *wev)
+{
+    int                         err;
+    socklen_t                   len;
+    ngx_connection_t           *c;
+    ngx_http_psd_redis_conn_t  *conn;
+
+    c = wev->data;
+    conn = c->data;
+
+    if (conn->state == NGX_HTTP_PSD_REDIS_CONNECTING) {
+
+        if (wev->timedout) {
+            ngx_http_psd_redis_fail(conn, NGX_ETIMEDOUT,
+                                    "connect timed out");
+            return;
+        }
+
+        if (wev->timer_set) {
+            ngx_del_timer(wev);
+        }
+
+        err = 0;
+        len = sizeof(int);
+
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, (void *) &err, &len)
+            == -1)
+        {
+            err = ngx_socket_errno;
+        }
+
+        if (err) {
+            ngx_http_psd_redis_fail(conn, err, "connect() failed");
+            return;
+        }
+
+        conn->state = NGX_HTTP_PSD_REDIS_READY;
+    }
+
+    ngx_http_psd_redis_flush(conn);
+}
+
+
+static void
+ngx_http_psd_redis_flush(ngx_http_psd_redis_conn_t *conn)
+{
+    ssize_t            n;
+    ngx_connection_t  *c;
+
+    c = conn->peer.connection;
+
+    if (c == NULL || conn->state != NGX_HTTP_PSD_REDIS_READY) {
+        return;
+    }
+
+    while (conn->out_pos < conn->out_len) {
+        n = c->send(c, conn->out + conn->out_pos,
+                    conn->out_len - conn->out_pos);
+
+        if (n == NGX_ERROR) {
+            ngx_http_psd_redis_fail(conn, 0, "send() failed");
+            return;
+        }
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_write_event(c->write, 0) != NGX_OK) {
+                ngx_http_psd_redis_fail(conn, 0, "write event failed");
+            }
+
+            break;
+        }
+
+        conn->out_pos += n;
+    }
+
+    if (conn->out_pos == conn->out_len) {
+        conn->out_pos = 0;
+        conn->out_len = 0;
+    }
+
+    /*
+     * The read timer bounds how long the server may stay silent while
+     * something waits for it: a stopped or wedged server is dropped and
+     * reconnected, whatever each call's own deadline is.
+     */
+
+    if (conn->npending && !c->read->timer_set) {
+        ngx_add_timer(c->read, conn->server->timeout);
+    }
+}
+
+
+static void
+ngx_http_psd_redis_read_handler(ngx_event_t *rev)
+{
+    void                       *reply;
+    ssize_t                     n;
+    ngx_connection_t           *c;
+    ngx_http_psd_redis_conn_t  *conn;
+    u_char                      buf[16384];
+
+    c = rev->data;
+    conn = c->data;
+
+    if (rev->timedout) {
+        ngx_http_psd_redis_fail(conn, NGX_ETIMEDOUT, "server timed out");
+        return;
+    }
+
+    for ( ;; ) {
+        n = c->recv(c, buf, sizeof(buf));
+
+        if (n == NGX_AGAIN) {
+            break;
+        }
+
+        if (n == 0) {
+            ngx_http_psd_redis_fail(conn, 0, "server closed the connection");
+            return;
+        }
+
+        if (n == NGX_ERROR) {
+            ngx_http_psd_redis_fail(conn, 0, "recv() failed");
+            return;
+        }
+
+        if (redisReaderFeed(conn->reader, (const char *) buf, n)
+            != REDIS_OK)
+        {
+            ngx_http_psd_redis_fail(conn, 0, "out of memory");
+            return;
+        }
+
+        for ( ;; ) {
+            reply = NULL;
+
+            if (redisReaderGetReply(conn->reader, &reply) != REDIS_OK) {
+                ngx_http_psd_redis_fail(conn, 0, "protocol error");
+                return;
+            }
+
+            if (reply == NULL) {
+                break;
+            }
+
+            if (conn->npending == 0) {
+                freeReplyObject(reply);
+                ngx_http_psd_redis_fail(conn, 0, "unexpected reply");
+                return;
+            }
+
+            ngx_http_psd_redis_dispatch(conn, reply);
+
+            if (conn->peer.connection == NULL) {
+                /* a handshake reply failed the connection */
+                return;
+            }
+        }
+
+        /*
+         * hiredis waits for as many bytes as a bulk header announces; cap
+         * what one reply may buffer so "$9223372036854775807" cannot make
+         * us wait, or grow, for ever.
+         */
+
+        if (conn->reader->len - conn->reader->pos > conn->server->max_reply) {
+            ngx_http_psd_redis_fail(conn, 0, "reply too large");
+            return;
+        }
+
+        if (!rev->ready) {
+            break;
+        }
+    }
+
+    if (rev->timer_set) {
+        ngx_del_timer(rev);
+    }
+
+    if (conn->npending) {
+        ngx_add_timer(rev, conn->server->timeout);
+    }
+
+    if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+        ngx_http_psd_redis_fail(conn, 0, "read event failed");
+    }
+}
+
+
+static void
+ngx_http_psd_redis_dispatch(ngx_http_psd_redis_conn_t *conn,
+    redisReply *reply)
+{
+    size_t                          len;
+    ngx_queue_t                    *q;
+    const char                     *argv[3];
+    size_t                          argvlen[3];
+    ngx_http_psd_redis_call_t      *call;
+    ngx_http_psd_redis_slot_t      *slot, *next;
+    ngx_http_psd_metrics_server_t  *ms;
+
+    q = ngx_queue_head(&conn->pending);
+    ngx_queue_remove(q);
+    conn->npending--;
+
+    slot = ngx_queue_data(q, ngx_http_psd_redis_slot_t, queue);
+
+    if (ngx_http_psd_metrics) {
+        ms = ngx_http_psd_metrics_server(conn->server->index);
+        (void) ngx_atomic_fetch_add(&ms->pending, -1);
+    }
+
+    if (slot->handshake) {
+
+        if (reply->type == REDIS_REPLY_ERROR) {
+            /* AUTH or SELECT refused: say so once per backoff period */
+            len = ngx_min(reply->len, 200);
+            ngx_log_error(NGX_LOG_ERR, &conn->log, 0,
+                          "psd: redis \"%V\" refused the handshake: %*s",
+                          &conn->server->name, len, reply->str);
+            freeReplyObject(reply);
+            ngx_http_psd_redis_slot_free(conn, slot);
+            conn->logged = ngx_time();
+            ngx_http_psd_redis_fail(conn, 0, NULL);
+            return;
+        }
+
+        freeReplyObject(reply);
+        ngx_http_psd_redis_slot_free(conn, slot);
+
+        next = ngx_queue_empty(&conn->pending)
+               ? NULL
+               : ngx_queue_data(ngx_queue_head(&conn->pending),
+                                ngx_http_psd_redis_slot_t, queue);
+
+        if (!conn->handshake_done && (next == NULL || !next->handshake)) {
+            conn->handshake_done = 1;
+            conn->failures = 0;
+
+            if (!conn->counted_up && ngx_http_psd_metrics) {
+                conn->counted_up = 1;
+                ms = ngx_http_psd_metrics_server(conn->server->index);
+                (void) ngx_atomic_fetch_add(&ms->connected, 1);
+            }
+
+            if (conn->connects > 1) {
+                ngx_log_error(NGX_LOG_NOTICE, &conn->log, 0,
+                              "psd: redis \"%V\" is back",
+                              &conn->server->name);
+            }
+        }
+
+        return;
+    }
+
+    /*
+     * After a restart or failover the server has forgotten our scripts:
+     * load the script and send the same EVALSHA again, once, at the tail.
+     */
+
+    if (slot->script && !slot->retried
+        && reply->type == REDIS_REPLY_ERROR
+        && reply->len >= 8 && ngx_strncmp(reply->str, "NOSCRIPT", 8) == 0)
+    {
+        freeReplyObject(reply);
+
+        argv[0] = "SCRIPT";
+        argvlen[0] = 6;
+        argv[1] = "LOAD";
+        argvlen[1] = 4;
+        argv[2] = slot->script->body;
+        argvlen[2] = ngx_strlen(slot->script->body);
+
+        if (ngx_http_psd_redis_queue_internal(conn, 3, argv, argvlen)
+            != NGX_OK
+            || ngx_http_psd_redis_append(conn, slot->cmd, slot->len)
+               != NGX_OK)
+        {
+            ngx_http_psd_redis_slot_free(conn, slot);
+            ngx_http_psd_redis_fail(conn, 0, "out of memory");
+            return;
+        }
+
+        slot->retried = 1;
+        ngx_queue_insert_tail(&conn->pending, &slot->queue);
+        conn->npending++;
+
+        if (ngx_http_psd_metrics) {
+            ms = ngx_http_psd_metrics_server(conn->server->index);
+            (void) ngx_atomic_fetch_add(&ms->pending, 1);
+        }
+
+        ngx_http_psd_redis_flush(conn);
+        return;
+    }
+
+    call = slot->call;
+    ngx_http_psd_redis_slot_free(conn, slot);
+
+    if (call == NULL) {
+        /* its call is gone or done: the reply only keeps the FIFO in step */
+        freeReplyObject(reply);
+        return;
+    }
+
+    call->replies[slot->index] = reply;
+    call->slots[slot->index] = NULL;
+
+    if (++call->nreplies == call->ncmds) {
+        ngx_http_psd_redis_call_finish(call, NGX_HTTP_PSD_REDIS_OK);
+    }
+}
+
+
+static void
+ngx_http_psd_redis_fail(ngx_http_psd_redis_conn_t *conn, ngx_err_t err,
+    const char *reason)
+{
+    ngx_msec_t    delay;
+    ngx_queue_t   failed;
+
+    if (reason && ngx_time() - conn->logged >= 1) {
+        conn->logged = ngx_time();
+        ngx_log_error(NGX_LOG_ERR, &conn->log, err,
+                      "psd: redis \"%V\" at %V: %s",
+                      &conn->server->name, &conn->server->target, reason);
+    }
+
+    if (ngx_http_psd_metrics) {
+        (void) ngx_atomic_fetch_add(
+                  &ngx_http_psd_metrics_server(conn->server->index)->errors,
+                  1);
+    }
+
+    /*
+     * Take the waiting slots out before any handler runs: a handler may
+     * try to send again, and must find the connection down, not half torn.
+     */
+
+    ngx_queue_init(&failed);
+
+    if (!ngx_queue_empty(&conn->pending)) {
+        failed = conn->pending;
+        failed.next->prev = &failed;
+        failed.prev->next = &failed;
+        ngx_queue_init(&conn->pending);
+    }
+
+    ngx_http_psd_redis_close(conn);
+    ngx_http_psd_redis_fail_slots(conn, &failed);
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    /*
+     * A connection that worked is remade at once (an idle close by the
+     * server is no outage); after that, exponential backoff with jitter so
+     * that many workers do not knock on a recovering server together.
+     */
+
+    if (conn->failures == 0 && conn->handshake_done) {
+        delay = 1;
+
+    } else {
+        delay = NGX_HTTP_PSD_REDIS_BACKOFF_MIN
+                << ngx_min(conn->failures, 6);
+        delay = ngx_min(delay, NGX_HTTP_PSD_REDIS_BACKOFF_MAX);
+        delay = delay / 2 + ngx_random() % (delay / 2 + 1);
+    }
+
+    conn->failures++;
+    conn->addr++;
+
+    if (!conn->reconnect.timer_set) {
+        ngx_add_timer(&conn->reconnect, delay);
+    }
+}
+
+
+static void
+ngx_http_psd_redis_close(ngx_http_psd_redis_conn_t *conn)
+{
+    ngx_http_psd_metrics_server_t  *ms;
+
+    conn->state = NGX_HTTP_PSD_REDIS_DOWN;
+
+    if (conn->peer.connection) {
+        ngx_close_connection(conn->peer.connection);
+        conn->peer.connection = NULL;
+    }
+
+    if (conn->reader) {
+        redisReaderFree(conn->reader);
+        conn->reader = NULL;
+    }
+
+    ngx_free(conn->out);
+    conn->out = NULL;
+    conn->out_len = 0;
+    conn->out_pos = 0;
+    conn->out_size = 0;
+
+    ms = ngx_http_psd_metrics
+         ? ngx_http_psd_metrics_server(conn->server->index) : NULL;
+
+    if (ms && conn->npending) {
+        (void) ngx_atomic_fetch_add(&ms->pending, -conn->npending);
+    }
+
+    if (ms && conn->counted_up) {
+        (void) ngx_atomic_fetch_add(&ms->connected, -1);
+    }
+
+    conn->counted_up = 0;
+
+    /* only at exit: fail() moved its slots out before */
+
+    ngx_http_psd_redis_fail_slots(conn, &conn->pending);
+    conn->npending = 0;
+}
+
+
+static void
+ngx_http_psd_redis_fail_slots(ngx_http_psd_redis_conn_t *conn,
+    ngx_queue_t *queue)
+{
+    ngx_queue_t                *q;
+    ngx_http_psd_redis_call_t  *call;
+    ngx_http_psd_redis_slot_t  *slot;
+
+    while (!ngx_queue_empty(queue)) {
+        q = ngx_queue_head(queue);
+        ngx_queue_remove(q);
+        slot = ngx_queue_data(q, ngx_http_psd_redis_slot_t, queue);
+        call = slot->call;
+
+        if (call) {
+            call->slots[slot->index] = NULL;
+        }
+
+        ngx_http_psd_redis_slot_free(conn, slot);
+
+        if (call) {
+            ngx_http_psd_redis_call_finish(call, NGX_HTTP_PSD_REDIS_ERROR);
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_psd_redis_append(ngx_http_psd_redis_conn_t *conn, const char *cmd,
+    size_t len)
+{
+    u_char  *out;
+    size_t   size;
+
+    if (conn->out_len + len > conn->out_size) {
+        size = ngx_max(conn->out_size * 2, 4096);
+
+        while (size < conn->out_len + len) {
+            size *= 2;
+        }
+
+        out = ngx_alloc(size, &conn->log);
+        if (out == NULL) {
+            return NGX_ERROR;
+        }
+
+        if (conn->out) {
+            ngx_memcpy(out, conn->out, conn->out_len);
+            ngx_free(conn->out);
+        }
+
+        conn->out = out;
+        conn->out_size = size;
+    }
+
+    ngx_memcpy(conn->out + conn->out_len, cmd, len);
+    conn->out_len += len;
+
+    return NGX_OK;
+}
+
+
+static ngx_http_psd_redis_slot_t *
+ngx_http_psd_redis_slot_get(ngx_http_psd_redis_conn_t *conn)
+{
+    ngx_queue_t                *q;
+    ngx_http_psd_redis_slot_t  *slot;
+
+    if (!ngx_queue_empty(&conn->free)) {
+        q = ngx_queue_head(&conn->free);
+        ngx_queue_remove(q);
+        conn->nfree--;
+        slot = ngx_queue_data(q, ngx_http_psd_redis_slot_t, queue);
+
+    } else {
+        slot = ngx_alloc(sizeof(ngx_http_psd_redis_slot_t), &conn->log);
+        if (slot == NULL) {
+            return NULL;
+        }
+    }
+
+    ngx_memzero(slot, sizeof(ngx_http_psd_redis_slot_t));
+
+    return slot;
+}
+
+
+static void
+ngx_http_psd_redis_slot_free(ngx_http_psd_redis_conn_t *conn,
+    ngx_http_psd_redis_slot_t *slot)
+{
+    if (slot->cmd) {
+        free(slot->cmd);        /* formatted by hiredis with malloc() */
+        slot->cmd = NULL;
+    }
+
+    if (conn->nfree < NGX_HTTP_PSD_REDIS_FREE_SLOTS) {
+        ngx_queue_insert_head(&conn->free, &slot->queue);
+        conn->nfree++;
+        return;
+    }
+
+    ngx_free(slot);
+}
+
+
+static ngx_int_t
+ngx_http_psd_redis_queue_internal(ngx_http_psd_redis_conn_t *conn, int argc,
+    const char **argv, const size_t *argvlen)
+{
+    int                             len;
+    char                           *cmd;
+    ngx_int_t                       rc;
+    ngx_http_psd_redis_slot_t      *slot;
+
+    len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+    if (len < 0) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_psd_redis_append(conn, cmd, len);
+
+    /* the command may hold the password */
+    psd_cleanse(cmd, len);
+    free(cmd);
+
+    if (rc != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    slot = ngx_http_psd_redis_slot_get(conn);
+    if (slot == NULL) {
+        return NGX_ERROR;
+    }
+
+    slot->handshake = 1;
+    ngx_queue_insert_tail(&conn->pending, &slot->queue);
+    conn->npending++;
+
+    if (ngx_http_psd_metrics) {
+        (void) ngx_atomic_fetch_add(
+                  &ngx_http_psd_metrics_server(conn->server->index)->pending,
+                  1);
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_http_psd_redis_call_t *
+ngx_http_psd_redis_call_create(ngx_http_request_t *r,
+    ngx_http_psd_redis_server_t *server, ngx_uint_t ncmds)
+{
+    ngx_pool_t                 *pool;
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_psd_redis_call_t  *call;
+
+    if (r) {
+        pool = r->pool;
+
+    } else {
+        pool = ngx_create_pool(1024, ngx_cycle->log);
+        if (pool == NULL) {
+            return NULL;
+        }
+    }
+
+    call = ngx_pcalloc(pool, sizeof(ngx_http_psd_redis_call_t));
+    if (call == NULL) {
+        goto failed;
+    }
+
+    call->replies = ngx_pcalloc(pool, ncmds * sizeof(redisReply *));
+    call->slots = ngx_pcalloc(pool, ncmds * sizeof(void *));
+    call->cmds = ngx_pcalloc(pool, ncmds * sizeof(char *));
+    call->lens = ngx_pcalloc(pool, ncmds * sizeof(size_t));
+
+    if (call->replies == NULL || call->slots == NULL || call->cmds == NULL
+        || call->lens == NULL)
+    {
+        goto failed;
+    }
+
+    cln = ngx_pool_cleanup_add(pool, 0);
+    if (cln == NULL) {
+        goto failed;
+    }
+
+    cln->handler = ngx_http_psd_redis_call_cleanup;
+    cln->data = call;
+
+    call->request = r;
+    call->pool = pool;
+    call->server = server;
+    call->nalloc = ncmds;
+
+    return call;
+
+failed:
+
+    if (r == NULL) {
+        ngx_destroy_pool(pool);
+    }
+
+    return NULL;
+}
+
+
+ngx_int_t
+ngx_http_psd_redis_call_add(ngx_http_psd_redis_call_t *call, int argc,
+    const char **argv, const size_t *argvlen)
+{
+    int    len;
+    char  *cmd;
+
+    if (call->ncmds == call->nalloc || call->sent) {
+        return NGX_ERROR;
+    }
+
+    len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
+    if (len < 0) {
+        return NGX_ERROR;
+    }
+
+    call->cmds[call->ncmds] = cmd;
+    call->lens[call->ncmds] = len;
+    call->ncmds++;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_psd_redis_call_add_script(ngx_http_psd_redis_call_t *call,
+    ngx_http_psd_redis_script_t *script, int nkeys, int argc,
+    const char **argv, const size_t *argvlen)
+{
+    int          i;
+    char         nk[NGX_INT_T_LEN];
+    size_t      *lens;
+    ngx_int_t    rc;
+    const char **args;
+
+    args = ngx_palloc(call->pool, (argc + 3) * sizeof(char *));
+    lens = ngx_palloc(call->pool, (argc + 3) * sizeof(size_t));
+    if (args == NULL || lens == NULL) {
+        return NGX_ERROR;
+    }
+
+    args[0] = "EVALSHA";
+    lens[0] = 7;
+    args[1] = script->sha1;
+    lens[1] = 40;
+    args[2] = nk;
+    lens[2] = ngx_sprintf((u_char *) nk, "%d", nkeys) - (u_char *) nk;
+
+    for (i = 0; i < argc; i++) {
+        args[i + 3] = argv[i];
+        lens[i + 3] = argvlen[i];
+    }
+
+    rc = ngx_http_psd_redis_call_add(call, argc + 3, args, lens);
+
+    if (rc == NGX_OK) {
+        /* the script travels with the command until its slot is made */
+        call->slots[call->ncmds - 1] = (void *) script;
+    }
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_http_psd_redis_call_send(ngx_http_psd_redis_call_t *call,
+    ngx_http_psd_redis_handler_pt handler, void *data)
+{
+    ngx_uint_t                      i;
+    ngx_http_psd_redis_conn_t      *conn;
+    ngx_http_psd_redis_slot_t      *slot;
+    ngx_http_psd_redis_script_t    *script;
+    ngx_http_psd_metrics_server_t  *ms;
+
+    conn = call->server->conn;
+    ms = ngx_http_psd_metrics
+         ? ngx_http_psd_metrics_server(call->server->index) : NULL;
+
+    call->handler = handler;
+    call->data = data;
+
+    if (conn == NULL || conn->state == NGX_HTTP_PSD_REDIS_DOWN
+        || conn->npending + call->ncmds > call->server->max_pending
+        || call->ncmds == 0)
+    {
+        call->status = NGX_HTTP_PSD_REDIS_UNAVAILABLE;
+        call->done = 1;
+
+        if (ms) {
+            (void) ngx_atomic_fetch_add(&ms->unavailable, 1);
+        }
+
+        if (call->request == NULL) {
+            /* nobody holds a fire-and-forget call but us */
+            ngx_destroy_pool(call->pool);
+        }
+
+        return NGX_DECLINED;
+    }
+
+    for (i = 0; i < call->ncmds; i++) {
+        script = (ngx_http_psd_redis_script_t *) call->slots[i];
+        call->slots[i] = NULL;
+
+        slot = ngx_http_psd_redis_slot_get(conn);
+        if (slot == NULL
+            || ngx_http_psd_redis_append(conn, call->cmds[i], call->lens[i])
+               != NGX_OK)
+        {
+            if (slot) {
+                ngx_http_psd_redis_slot_free(conn, slot);
+            }
+
+            /*
+             * Part of the call is queued and the pipeline would be out of
+             * step: start the connection over, without running the handler
+             * from inside its own send.
+             */
+
+            call->done = 1;
+            ngx_http_psd_redis_fail(conn, 0, "out of memory");
+            ngx_memzero(call->slots, call->ncmds * sizeof(void *));
+            call->status = NGX_HTTP_PSD_REDIS_UNAVAILABLE;
+
+            return NGX_DECLINED;
+        }
+
+        slot->call = call;
+        slot->index = i;
+
+        if (script) {
+            slot->script = script;
+            slot->cmd = call->cmds[i];
+            slot->len = call->lens[i];
+
+        } else {
+            free(call->cmds[i]);
+        }
+
+        call->cmds[i] = NULL;
+        call->slots[i] = slot;
+
+        ngx_queue_insert_tail(&conn->pending, &slot->queue);
+        conn->npending++;
+    }
+
+    call->sent = 1;
+    call->started = ngx_current_msec;
+
+    if (ms) {
+        (void) ngx_atomic_fetch_add(&ms->commands, call->ncmds);
+        (void) ngx_atomic_fetch_add(&ms->pending, call->ncmds);
+    }
+
+    call->timer.handler = ngx_http_psd_redis_call_timeout;
+    call->timer.data = call;
+    call->timer.log = call->request ? call->request->connection->log
+                                    : ngx_cycle->log;
+    ngx_add_timer(&call->timer, call->server->timeout);
+
+    /*
+     * Writing from a posted event lets every request handled in this turn
+     * of the event loop share one write.
+     */
+
+    if (conn->state == NGX_HTTP_PSD_REDIS_READY
+        && !conn->peer.connection->write->posted)
+    {
+        ngx_post_event(conn->peer.connection->write, &ngx_posted_events);
+    }
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_psd_redis_call_finish(ngx_http_psd_redis_call_t *call,
+    ngx_uint_t status)
+{
+    ngx_uint_t                      i;
+    ngx_http_psd_metrics_server_t  *ms;
+
+    if (call->done) {
+        return;
+    }
+
+    call->done = 1;
+    call->status = status;
+
+    if (call->timer.timer_set) {
+        ngx_del_timer(&call->timer);
+    }
+
+    for (i = 0; i < call->ncmds; i++) {
+        if (call->slots[i]) {
+            call->slots[i]->call = NULL;
+            call->slots[i] = NULL;
+        }
+    }
+
+    if (status == NGX_HTTP_PSD_REDIS_OK && ngx_http_psd_metrics) {
+        ms = ngx_http_psd_metrics_server(call->server->index);
+        ngx_http_psd_metrics_latency(ms, ngx_current_msec - call->started);
+    }
+
+    if (call->handler) {
+        call->handler(call);
+    }
+
+    if (call->request == NULL) {
+        ngx_destroy_pool(call->pool);
+    }
+}
+
+
+static void
+ngx_http_psd_redis_call_timeout(ngx_event_t *ev)
+{
+    ngx_http_psd_redis_call_t   *call = ev->data;
+    ngx_http_psd_redis_conn_t   *conn;
+
+    conn = call->server->conn;
+
+    if (ngx_http_psd_metrics) {
+        (void) ngx_atomic_fetch_add(
+                  &ngx_http_psd_metrics_server(call->server->index)->timeouts,
+                  1);
+    }
+
+    if (conn && ngx_time() - conn->logged >= 1) {
+        conn->logged = ngx_time();
+        ngx_log_error(NGX_LOG_ERR, ev->log, 0,
+                      "psd: redis \"%V\" did not answer within %M ms",
+                      &call->server->name, call->server->timeout);
+    }
+
+    ngx_http_psd_redis_call_finish(call, NGX_HTTP_PSD_REDIS_TIMEOUT);
+}
+
+
+static void
+ngx_http_psd_redis_call_cleanup(void *data)
+{
+    ngx_http_psd_redis_call_t  *call = data;
+
+    ngx_uint_t  i;
+
+    /* the request is going away: nothing may reach it from now on */
+
+    call->handler = NULL;
+
+    if (!call->done) {
+        call->done = 1;
+
+        if (call->timer.timer_set) {
+            ngx_del_timer(&call->timer);
+        }
+    }
+
+    for (i = 0; i < call->ncmds; i++) {
+        if (call->sent && call->slots[i]) {
+            call->slots[i]->call = NULL;
+            call->slots[i] = NULL;
+        }
+
+        if (call->replies[i]) {
+            freeReplyObject(call->replies[i]);
+            call->replies[i] = NULL;
+        }
+
+        if (call->cmds[i]) {
+            free(call->cmds[i]);
+            call->cmds[i] = NULL;
+        }
+    }
+}
+
+
+/*
+ * Suspends a handler until its call is done: a phase handler returns
+ * NGX_AGAIN and its call's handler runs ngx_http_psd_redis_resume(); a
+ * content handler takes a reference (r->main->count++), returns NGX_DONE,
+ * and its call's handler finalizes the request.
+ * Meanwhile a client that goes away finalizes the request, which detaches
+ * the call through the pool cleanup above.
+ */
+
+void
+ngx_http_psd_redis_wait(ngx_http_request_t *r)
+{
+    /* a body being discarded keeps its own read handler */
+    if (!r->discard_body) {
+        r->read_event_handler = ngx_http_test_reading;
+    }
+
+    r->write_event_handler = ngx_http_request_empty_handler;
+}
+
+
+void
+ngx_http_psd_redis_resume(ngx_http_request_t *r)
+{
+    ngx_connection_t  *c;
+
+    c = r->connection;
+
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_core_run_phases;
+
+    ngx_http_core_run_phases(r);
+    ngx_http_run_posted_requests(c);
+}
+
+
+const char *
+ngx_http_psd_redis_status_name(ngx_uint_t status)
+{
+    static const char  *names[] = { "ok", "timeout", "error", "unavailable" };
+
+    return status < 4 ? names[status] : "unknown";
 }
 
 
 size_t
 ngx_http_psd_redis_status_len(ngx_http_request_t *r)
 {
-    return 0;
+    ngx_http_psd_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_psd_module);
+
+    return pmcf->servers.nelts
+           * (sizeof("{\"name\":\"\",\"connected\":false,\"pending\":},") - 1
+              + 64 + NGX_INT_T_LEN);
 }
 
 
 u_char *
 ngx_http_psd_redis_status_write(ngx_http_request_t *r, u_char *p)
 {
+    ngx_uint_t                     i;
+    ngx_http_psd_main_conf_t      *pmcf;
+    ngx_http_psd_redis_conn_t     *conn;
+    ngx_http_psd_redis_server_t  **servers;
+
+    pmcf = ngx_http_get_module_main_conf(r, ngx_http_psd_module);
+    servers = pmcf->servers.elts;
+
+    for (i = 0; i < pmcf->servers.nelts; i++) {
+        conn = servers[i]->conn;
+
+        p = ngx_sprintf(p, "%s{\"name\":\"%V\",\"connected\":%s,"
+                        "\"pending\":%ui}",
+                        i ? "," : "", &servers[i]->name,
+                        (conn && conn->handshake_done
+                         && conn->state == NGX_HTTP_PSD_REDIS_READY)
+                        ? "true" : "false",
+                        conn ? conn->npending : 0);
+    }
+
     return p;
+}
+
+
+static void
+ngx_http_psd_redis_link(const redisReadTask *task, redisReply *reply)
+{
+    redisReply  *parent;
+
+    if (task->parent) {
+        parent = task->parent->obj;
+        parent->element[task->idx] = reply;
+    }
+}
+
+
+static redisReply *
+ngx_http_psd_redis_reply(int type)
+{
+    redisReply  *reply;
+
+    reply = calloc(1, sizeof(redisReply));
+    if (reply) {
+        reply->type = type;
+    }
+
+    return reply;
+}
+
+
+static void *
+ngx_http_psd_redis_create_string(const redisReadTask *task, char *str,
+    size_t len)
+{
+    redisReply  *reply;
+
+    reply = ngx_http_psd_redis_reply(task->type);
+    if (reply == NULL) {
+        return NULL;
+    }
+
+    reply->str = malloc(len + 1);
+    if (reply->str == NULL) {
+        free(reply);
+        return NULL;
+    }
+
+    memcpy(reply->str, str, len);
+    reply->str[len] = '\0';
+    reply->len = len;
+
+    ngx_http_psd_redis_link(task, reply);
+
+    return reply;
+}
+
+
+static void *
+ngx_http_psd_redis_create_array(const redisReadTask *task, int elements)
+{
+    redisReply                 *reply;
+    ngx_http_psd_redis_conn_t  *conn = task->privdata;
+
+    /* every element takes at least 3 bytes on the wire ("$-1" is 5) */
+
+    if (elements < 0
+        || (conn && (size_t) elements > conn->server->max_reply / 3))
+    {
+        return NULL;
+    }
+
+    reply = ngx_http_psd_redis_reply(REDIS_REPLY_ARRAY);
+    if (reply == NULL) {
+        return NULL;
+    }
+
+    if (elements > 0) {
+        reply->element = calloc(elements, sizeof(redisReply *));
+        if (reply->element == NULL) {
+            free(reply);
+            return NULL;
+        }
+    }
+
+    reply->elements = elements;
+
+    ngx_http_psd_redis_link(task, reply);
+
+    return reply;
+}
+
+
+static void *
+ngx_http_psd_redis_create_integer(const redisReadTask *task, long long value)
+{
+    redisReply  *reply;
+
+    reply = ngx_http_psd_redis_reply(REDIS_REPLY_INTEGER);
+    if (reply == NULL) {
+        return NULL;
+    }
+
+    reply->integer = value;
+
+    ngx_http_psd_redis_link(task, reply);
+
+    return reply;
+}
+
+
+static void *
+ngx_http_psd_redis_create_nil(const redisReadTask *task)
+{
+    redisReply  *reply;
+
+    reply = ngx_http_psd_redis_reply(REDIS_REPLY_NIL);
+    if (reply == NULL) {
+        return NULL;
+    }
+
+    ngx_http_psd_redis_link(task, reply);
+
+    return reply;
 }
