@@ -323,15 +323,15 @@ ngx_http_psd_counter_respond(ngx_http_request_t *r,
     if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
 
         if (reply && reply->type == REDIS_REPLY_ERROR) {
-            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                          "psd_counter: redis answered \"%*s\"",
-                          ngx_min(reply->len, 200), reply->str);
+            ngx_http_psd_log(NGX_LOG_ERR, r, 0,
+                             "psd_counter: redis answered \"%*s\"",
+                             ngx_min(reply->len, 200), reply->str);
         }
 
         if (pclcf->failure_mode == NGX_HTTP_PSD_FAIL_OPEN) {
-            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                          "psd_counter: redis %s, failing open",
-                          ngx_http_psd_redis_status_name(call->status));
+            ngx_http_psd_log(NGX_LOG_WARN, r, 0,
+                             "psd_counter: redis %s, failing open",
+                             ngx_http_psd_redis_status_name(call->status));
             body = (u_char *) "{\"count\":null}\n";
             return ngx_http_psd_send_json(r, NGX_HTTP_OK, body,
                                           sizeof("{\"count\":null}\n") - 1);

@@ -27,9 +27,9 @@
       "Download link verifications by result.")                               \
     X(LINK_MALFORMED, "psd_link_requests_total", "result=\"malformed\"",     \
       "", "")                                                                 \
-    X(LINK_INVALID, "psd_link_requests_total", "result=\"invalid\"", "", "")  \
     X(LINK_UNKNOWN_KEY, "psd_link_requests_total",                            \
       "result=\"unknown_key\"", "", "")                                       \
+    X(LINK_INVALID, "psd_link_requests_total", "result=\"invalid\"", "", "")  \
     X(LINK_EXPIRED, "psd_link_requests_total", "result=\"expired\"", "", "")  \
     X(LINK_WRONG_PATH, "psd_link_requests_total", "result=\"wrong_path\"",    \
       "", "")                                                                 \
@@ -52,6 +52,8 @@
     X(LINK_REVOCATIONS, "psd_link_revocations_total", "", "counter",          \
       "Links and orders revoked.")
 
+
+/* LINK_MALFORMED to LINK_BUSY follow the order of the link statuses */
 
 #define NGX_HTTP_PSD_METRIC_ENUM(id, name, labels, type, help)               \
     NGX_HTTP_PSD_M_##id,

@@ -346,6 +346,21 @@ ngx_http_psd_send_unavailable(ngx_http_request_t *r, time_t retry_after)
 
 
 /*
+ * A phase handler that sent its own response (a JSON error) finalizes the
+ * request itself: returning the output's rc would let the phases go on to
+ * the content handler.
+ */
+
+ngx_int_t
+ngx_http_psd_finalize_in_phase(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_http_finalize_request(r, rc);
+
+    return NGX_DONE;
+}
+
+
+/*
  * Reads key material from a file at configuration time.  Trailing newlines
  * are not part of the secret (editors add them).  The copy is wiped when
  * the configuration that holds it is freed.

@@ -51,6 +51,22 @@ ngx_int_t ngx_http_psd_send_body(ngx_http_request_t *r, ngx_uint_t status,
     const char *content_type, u_char *body, size_t len);
 ngx_int_t ngx_http_psd_send_unavailable(ngx_http_request_t *r,
     time_t retry_after);
+ngx_int_t ngx_http_psd_finalize_in_phase(ngx_http_request_t *r,
+    ngx_int_t rc);
+/*
+ * Logs about a request without nginx's usual context: the request line may
+ * carry a link signature or a token, which must not reach the logs.
+ */
+#define ngx_http_psd_log(level, r, err, fmt, ...)                            \
+    if ((r)->connection->log->log_level >= level) {                          \
+        ngx_log_handler_pt  psd_handler_ = (r)->connection->log->handler;    \
+        (r)->connection->log->handler = NULL;                                \
+        ngx_log_error(level, (r)->connection->log, err,                      \
+                      fmt ", client: %V", __VA_ARGS__,                       \
+                      &(r)->connection->addr_text);                          \
+        (r)->connection->log->handler = psd_handler_;                        \
+    }
+
 ngx_int_t ngx_http_psd_secret_file(ngx_conf_t *cf, ngx_str_t *name,
     size_t min_len, size_t max_len, ngx_str_t *secret);
 

@@ -407,6 +407,24 @@ ngx_http_psd_redis_conf_server(ngx_conf_t *cf, ngx_str_t *name,
 }
 
 
+/* the first server if there is one; for features that may do without */
+
+ngx_int_t
+ngx_http_psd_redis_conf_server_optional(ngx_conf_t *cf,
+    ngx_http_psd_redis_server_t **server)
+{
+    ngx_http_psd_main_conf_t      *pmcf;
+    ngx_http_psd_redis_server_t  **servers;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_psd_module);
+    servers = pmcf->servers.elts;
+
+    *server = pmcf->servers.nelts ? servers[0] : NULL;
+
+    return *server ? NGX_OK : NGX_DECLINED;
+}
+
+
 ngx_int_t
 ngx_http_psd_redis_register_script(ngx_conf_t *cf,
     ngx_http_psd_redis_script_t *script)
@@ -1473,8 +1491,8 @@ ngx_http_psd_redis_call_send(ngx_http_psd_redis_call_t *call,
 
     call->timer.handler = ngx_http_psd_redis_call_timeout;
     call->timer.data = call;
-    call->timer.log = call->request ? call->request->connection->log
-                                    : ngx_cycle->log;
+    /* not the request's log: its context would print the request line */
+    call->timer.log = &conn->log;
     ngx_add_timer(&call->timer, call->server->timeout);
 
     /*

@@ -102,6 +102,8 @@ char *ngx_http_psd_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 char *ngx_http_psd_redis_conf_server(ngx_conf_t *cf, ngx_str_t *name,
     ngx_http_psd_redis_server_t **server);
+ngx_int_t ngx_http_psd_redis_conf_server_optional(ngx_conf_t *cf,
+    ngx_http_psd_redis_server_t **server);
 ngx_int_t ngx_http_psd_redis_register_script(ngx_conf_t *cf,
     ngx_http_psd_redis_script_t *script);
 
