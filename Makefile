@@ -19,7 +19,7 @@ CLI_BINS   := $(CLI_SRCS:util/cli/%.c=util/%)
 MODULE     := $(BUILD)/modules/ngx_http_psd_module.so
 
 .PHONY: all deps build module unit cli run stop test test-unit test-nginx \
-        test-conf asan valgrind fuzz bench clean
+        asan valgrind fuzz bench clean
 
 all: build
 
@@ -79,6 +79,27 @@ asan:
 valgrind: build
 	@util/deps --valgrind
 	TEST_NGINX_USE_VALGRIND=1 prove -j$(PROVE_JOBS) t/*.t
+
+# libFuzzer targets of the parsers, FUZZ_SECONDS each, with ASan and UBSan.
+FUZZ_SECONDS ?= 60
+FUZZ_SRCS    := $(wildcard t/fuzz/fuzz_*.c)
+
+fuzz:
+	@util/deps --fuzz
+	@mkdir -p $(BUILD)/fuzz
+	@for f in $(FUZZ_SRCS); do \
+	    n=$$(basename $$f .c); t=$${n#fuzz_}; \
+	    clang -g -O1 -fsanitize=fuzzer,address,undefined \
+	        -fno-sanitize-recover=undefined -Ingx_psd_module $$f \
+	        $(PURE_SRCS) $(LIBS_PSD) -o $(BUILD)/fuzz/$$n || exit 1; \
+	    mkdir -p $(BUILD)/fuzz/corpus-$$t; \
+	    echo "fuzz: $$n for $(FUZZ_SECONDS) s"; \
+	    $(BUILD)/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) \
+	        -print_final_stats=1 $(BUILD)/fuzz/corpus-$$t \
+	        t/fuzz/corpus/$$t > $(BUILD)/fuzz/$$n.log 2>&1; rc=$$?; \
+	    grep -E "number_of_executed_units|SUMMARY" $(BUILD)/fuzz/$$n.log; \
+	    [ $$rc -eq 0 ] || { tail -n 40 $(BUILD)/fuzz/$$n.log; exit 1; }; \
+	done
 
 bench: build
 	@util/deps --bench
