@@ -58,7 +58,7 @@ stop:
 # One prove run counts everything: unit tests, nginx tests and nginx -t of
 # every example in conf/.
 test: build
-	prove -j$(PROVE_JOBS) $(UNIT_BINS) t/*.t
+	prove -j$(PROVE_JOBS) $(UNIT_BINS) t/unit/*.t t/*.t
 
 test-unit: deps unit
 	@for b in $(UNIT_BINS); do echo "# $$b"; $$b || exit 1; done

@@ -50,7 +50,20 @@
     X(LINK_ISSUED, "psd_link_issued_total", "", "counter",                    \
       "Download links issued by the issuing endpoint.")                       \
     X(LINK_REVOCATIONS, "psd_link_revocations_total", "", "counter",          \
-      "Links and orders revoked.")
+      "Links and orders revoked.")                                            \
+    X(LIMIT_PASSED, "psd_limit_requests_total", "result=\"passed\"",          \
+      "counter", "Rate limit decisions by result.")                           \
+    X(LIMIT_REJECTED, "psd_limit_requests_total", "result=\"rejected\"",      \
+      "", "")                                                                 \
+    X(LIMIT_DRY_RUN, "psd_limit_requests_total", "result=\"dry_run\"",        \
+      "", "")                                                                 \
+    X(LIMIT_FAIL_OPEN, "psd_limit_requests_total", "result=\"fail_open\"",    \
+      "", "")                                                                 \
+    X(LIMIT_FAIL_CLOSED, "psd_limit_requests_total",                          \
+      "result=\"fail_closed\"", "", "")                                       \
+    X(LIMIT_LOCAL, "psd_limit_requests_total", "result=\"local\"", "", "")    \
+    X(LIMIT_DELAYED, "psd_limit_delayed_total", "", "counter",                \
+      "Requests held back to the zone's rate (burst without nodelay).")
 
 
 /* LINK_MALFORMED to LINK_BUSY follow the order of the link statuses */
