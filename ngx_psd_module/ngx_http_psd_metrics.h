@@ -63,7 +63,21 @@
       "result=\"fail_closed\"", "", "")                                       \
     X(LIMIT_LOCAL, "psd_limit_requests_total", "result=\"local\"", "", "")    \
     X(LIMIT_DELAYED, "psd_limit_delayed_total", "", "counter",                \
-      "Requests held back to the zone's rate (burst without nodelay).")
+      "Requests held back to the zone's rate (burst without nodelay).")      \
+    X(FRAUD_PASS, "psd_fraud_decisions_total", "decision=\"pass\"",           \
+      "counter", "Fraud rule decisions by outcome.")                          \
+    X(FRAUD_ALLOW, "psd_fraud_decisions_total", "decision=\"allow\"", "", "") \
+    X(FRAUD_REVIEW, "psd_fraud_decisions_total", "decision=\"review\"",       \
+      "", "")                                                                 \
+    X(FRAUD_CHALLENGE, "psd_fraud_decisions_total",                           \
+      "decision=\"challenge\"", "", "")                                       \
+    X(FRAUD_BLOCK, "psd_fraud_decisions_total", "decision=\"block\"", "", "") \
+    X(FRAUD_FAIL_OPEN, "psd_fraud_decisions_total",                           \
+      "decision=\"fail_open\"", "", "")                                       \
+    X(FRAUD_FAIL_CLOSED, "psd_fraud_decisions_total",                         \
+      "decision=\"fail_closed\"", "", "")                                     \
+    X(FRAUD_FEEDBACK, "psd_fraud_admin_requests_total", "", "counter",        \
+      "Payment outcomes and block list changes recorded.")
 
 
 /* LINK_MALFORMED to LINK_BUSY follow the order of the link statuses */

@@ -535,6 +535,46 @@ psd_link_parse_arg(psd_link_t *link, unsigned int bit, const char *v,
 }
 
 
+/*
+ * A refused value must not be left behind: the caller may log the fields
+ * of a bad link, and an unchecked one could hold any byte, or no NUL.
+ */
+static void
+psd_link_clear_arg(psd_link_t *link, unsigned int bit)
+{
+    switch (bit) {
+
+    case PSD_LINK_KID:
+        link->kid[0] = '\0';
+        link->kid_len = 0;
+        break;
+
+    case PSD_LINK_ID:
+        link->id[0] = '\0';
+        link->id_len = 0;
+        break;
+
+    case PSD_LINK_ORDER:
+        link->order[0] = '\0';
+        link->order_len = 0;
+        break;
+
+    case PSD_LINK_SCOPE:
+        link->scope[0] = '\0';
+        link->scope_len = 0;
+        break;
+
+    case PSD_LINK_IP:
+        link->ip[0] = '\0';
+        link->ip_len = 0;
+        break;
+
+    default:
+        break;
+    }
+}
+
+
 psd_link_status_e
 psd_link_parse(psd_link_t *link, const char *query, size_t len)
 {
@@ -602,6 +642,7 @@ psd_link_parse(psd_link_t *link, const char *query, size_t len)
         rc = psd_link_parse_arg(link, psd_link_args[i].bit, eq + 1,
                                 amp - eq - 1);
         if (rc != PSD_LINK_OK) {
+            psd_link_clear_arg(link, psd_link_args[i].bit);
             return rc;
         }
 

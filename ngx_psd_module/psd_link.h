@@ -41,7 +41,11 @@ typedef enum {
 
 /*
  * A parsed link: percent-decoded, validated values in fixed arrays, each
- * NUL-terminated for logging.  About 1.3 KB; fine on the stack.
+ * NUL-terminated for logging.  About 1.3 KB; fine on the stack.  After a
+ * failed parse every string is still NUL-terminated and either empty or
+ * validated (kid, id and order hold only [A-Za-z0-9_.:-]), so the fields
+ * of a bad link are safe to log; the signature vouches for none of them
+ * unless psd_link_check() returned PSD_LINK_OK.
  */
 typedef struct {
     char           kid[PSD_LINK_KID_MAX + 1];

@@ -141,6 +141,14 @@ fuzz_resign(const psd_link_t *link, const char *path, size_t path_len,
         rc = psd_link_verify(&again, &conf, q, n, path, path_len, client);
         check(rc == PSD_LINK_EXPIRED);
     }
+
+    /* and a link reaching further ahead than max_ttl is refused */
+    if (link->exp >= 2) {
+        conf.now = 0;
+        conf.max_ttl = 1;
+        rc = psd_link_verify(&again, &conf, q, n, path, path_len, client);
+        check(rc == PSD_LINK_INVALID);
+    }
 }
 
 
@@ -182,17 +190,20 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rc = psd_link_verify(&link, &conf, query, qlen, path, plen, cp);
     check(strcmp(psd_link_status_name(rc), "unknown") != 0);
 
-    if (psd_link_parse(&link, query, qlen) == PSD_LINK_OK) {
-        check(link.kid_len >= 1 && link.kid_len <= PSD_LINK_KID_MAX
-              && link.kid[link.kid_len] == '\0');
-        check(link.id_len >= 1 && link.id_len <= PSD_LINK_ID_MAX
-              && link.id[link.id_len] == '\0');
-        check(link.order_len <= PSD_LINK_ORDER_MAX
-              && link.order[link.order_len] == '\0');
-        check(link.scope_len <= PSD_LINK_SCOPE_MAX
-              && link.scope[link.scope_len] == '\0');
-        check(link.ip_len <= PSD_CIDR_TEXT_MAX
-              && link.ip[link.ip_len] == '\0');
+    rc = psd_link_parse(&link, query, qlen);
+
+    /* parsed or not, every field is a clean string of its length */
+    check(link.kid_len <= PSD_LINK_KID_MAX
+          && strlen(link.kid) == link.kid_len);
+    check(link.id_len <= PSD_LINK_ID_MAX && strlen(link.id) == link.id_len);
+    check(link.order_len <= PSD_LINK_ORDER_MAX
+          && strlen(link.order) == link.order_len);
+    check(link.scope_len <= PSD_LINK_SCOPE_MAX
+          && strlen(link.scope) == link.scope_len);
+    check(link.ip_len <= PSD_CIDR_TEXT_MAX && strlen(link.ip) == link.ip_len);
+
+    if (rc == PSD_LINK_OK) {
+        check(link.kid_len >= 1 && link.id_len >= 1);
         check(link.exp >= 0 && link.exp <= 999999999999LL);
         check(link.limit <= PSD_LINK_LIMIT_MAX);
 

@@ -654,6 +654,27 @@ api(void)
        && link.limit == 0 && link.exp == 0 && link.order[0] == '\0',
        "absent fields are empty");
 
+    /* a bad link's fields are safe to log: empty or validated */
+    is_int(psd_link_parse(&link, "psd_id=good_1&psd_kid=a%ZZ", 26),
+           PSD_LINK_MALFORMED, "bad escape in kid");
+    ok(link.kid[0] == '\0' && link.kid_len == 0, "  refused kid is empty");
+    ok(strcmp(link.id, "good_1") == 0 && link.id_len == 6,
+       "  id parsed before it is kept");
+    is_int(psd_link_parse(&link, "psd_id=a%0Ab", 12), PSD_LINK_MALFORMED,
+           "newline in id");
+    ok(link.id[0] == '\0' && link.id_len == 0, "  refused id is empty");
+    is_int(psd_link_parse(&link, "psd_order=x%00y", 15), PSD_LINK_MALFORMED,
+           "NUL in order");
+    ok(link.order[0] == '\0' && link.order_len == 0,
+       "  refused order is empty");
+    is_int(psd_link_parse(&link, "psd_scope=%2Fa%2F..%2F", 22),
+           PSD_LINK_MALFORMED, "dot segment in scope");
+    ok(link.scope[0] == '\0' && link.scope_len == 0,
+       "  refused scope is empty");
+    is_int(psd_link_parse(&link, "psd_ip=10.0.0.1%2F8", 19),
+           PSD_LINK_MALFORMED, "host bits in ip");
+    ok(link.ip[0] == '\0' && link.ip_len == 0, "  refused ip is empty");
+
     /* canonical and encode: buffer sizes */
     n = psd_link_canonical(&link, "/p/x", 4, buf, sizeof(buf));
     ok(n > 0, "canonical");
