@@ -74,6 +74,12 @@ struct ngx_http_psd_redis_conn_s {
 
 static char *ngx_http_psd_redis_option(ngx_conf_t *cf,
     ngx_http_psd_redis_server_t *server, ngx_str_t *opt);
+#if (NGX_SSL)
+static char *ngx_http_psd_redis_conf_tls(ngx_conf_t *cf,
+    ngx_http_psd_redis_server_t *server);
+static ngx_int_t ngx_http_psd_redis_tls_start(ngx_http_psd_redis_conn_t *conn);
+static void ngx_http_psd_redis_tls_handshaked(ngx_connection_t *c);
+#endif
 static void ngx_http_psd_redis_connect(ngx_http_psd_redis_conn_t *conn);
 static void ngx_http_psd_redis_reconnect_handler(ngx_event_t *ev);
 static void ngx_http_psd_redis_write_handler(ngx_event_t *wev);
@@ -215,6 +221,12 @@ ngx_http_psd_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
+#if (NGX_SSL)
+    if (ngx_http_psd_redis_conf_tls(cf, server) != NGX_CONF_OK) {
+        return NGX_CONF_ERROR;
+    }
+#endif
+
     if (server->user.len && server->password.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "redis server \"%V\" has \"user=\" without a "
@@ -251,9 +263,42 @@ ngx_http_psd_redis_option(ngx_conf_t *cf, ngx_http_psd_redis_server_t *server,
     val.data = eq ? eq + 1 : NULL;
     val.len = eq ? opt->len - name.len - 1 : 0;
 
-    if (name.len == 3 && ngx_strncmp(name.data, "tls", 3) == 0) {
+#if (NGX_SSL)
+
+    if (eq == NULL && name.len == 3 && ngx_strncmp(name.data, "tls", 3) == 0)
+    {
+        server->ssl = (ngx_ssl_t *) -1;     /* made once all options are in */
+        return NGX_CONF_OK;
+    }
+
+    if (eq == NULL && name.len == 10
+        && ngx_strncmp(name.data, "tls_verify", 10) == 0)
+    {
+        server->tls_verify = 1;
+        return NGX_CONF_OK;
+    }
+
+    if (eq && name.len == 23
+        && ngx_strncmp(name.data, "tls_trusted_certificate", 23) == 0)
+    {
+        server->tls_trusted_certificate = val;
+        return NGX_CONF_OK;
+    }
+
+    if (eq && name.len == 15
+        && ngx_strncmp(name.data, "tls_server_name", 15) == 0)
+    {
+        server->tls_server_name = val;
+        return NGX_CONF_OK;
+    }
+
+#else
+
+    if (name.len >= 3 && ngx_strncmp(name.data, "tls", 3) == 0) {
         goto unsupported;
     }
+
+#endif
 
     if (eq == NULL) {
         goto invalid;
@@ -340,10 +385,6 @@ ngx_http_psd_redis_option(ngx_conf_t *cf, ngx_http_psd_redis_server_t *server,
         return NGX_CONF_OK;
     }
 
-    if (name.len > 4 && ngx_strncmp(name.data, "tls_", 4) == 0) {
-        goto unsupported;
-    }
-
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "unknown option \"%V\" in \"%V\"", &name, &value[0]);
     return NGX_CONF_ERROR;
@@ -354,14 +395,81 @@ invalid:
                        "invalid value \"%V\" in \"%V\"", opt, &value[0]);
     return NGX_CONF_ERROR;
 
+#if !(NGX_SSL)
+
 unsupported:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "\"%V\" in \"%V\" is not supported yet: reach Redis "
-                       "over loopback, a unix socket or a TLS tunnel",
+                       "\"%V\" in \"%V\" needs nginx built with SSL",
                        &name, &value[0]);
     return NGX_CONF_ERROR;
+
+#endif
 }
+
+
+#if (NGX_SSL)
+
+static char *
+ngx_http_psd_redis_conf_tls(ngx_conf_t *cf,
+    ngx_http_psd_redis_server_t *server)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    if (server->ssl == NULL) {
+        if (server->tls_verify || server->tls_trusted_certificate.len
+            || server->tls_server_name.len)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "redis server \"%V\" has tls_* options "
+                               "without \"tls\"", &server->name);
+            return NGX_CONF_ERROR;
+        }
+
+        return NGX_CONF_OK;
+    }
+
+    if (server->tls_verify && server->tls_trusted_certificate.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis server \"%V\" has \"tls_verify\" without "
+                           "\"tls_trusted_certificate=\"", &server->name);
+        return NGX_CONF_ERROR;
+    }
+
+    server->ssl = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
+    if (server->ssl == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    server->ssl->log = cf->log;
+
+    if (ngx_ssl_create(server->ssl, NGX_SSL_TLSv1_2|NGX_SSL_TLSv1_3, NULL)
+        != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        ngx_ssl_cleanup_ctx(server->ssl);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_ssl_cleanup_ctx;
+    cln->data = server->ssl;
+
+    if (server->tls_trusted_certificate.len
+        && ngx_ssl_trusted_certificate(cf, server->ssl,
+                                       &server->tls_trusted_certificate, 2)
+           != NGX_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+#endif
 
 
 /*
@@ -740,11 +848,135 @@ ngx_http_psd_redis_write_handler(ngx_event_t *wev)
             return;
         }
 
+#if (NGX_SSL)
+        if (conn->server->ssl && c->ssl == NULL) {
+            (void) ngx_http_psd_redis_tls_start(conn);
+            return;
+        }
+#endif
+
         conn->state = NGX_HTTP_PSD_REDIS_READY;
     }
 
     ngx_http_psd_redis_flush(conn);
 }
+
+
+#if (NGX_SSL)
+
+static ngx_int_t
+ngx_http_psd_redis_tls_start(ngx_http_psd_redis_conn_t *conn)
+{
+    ngx_int_t                     rc;
+    ngx_connection_t             *c;
+    ngx_http_psd_redis_server_t  *server;
+
+    c = conn->peer.connection;
+    server = conn->server;
+
+    /* nginx's TLS layer keeps its connection state in c->pool */
+
+    c->pool = ngx_create_pool(1024, &conn->log);
+    if (c->pool == NULL) {
+        ngx_http_psd_redis_fail(conn, 0, "out of memory");
+        return NGX_ERROR;
+    }
+
+    if (ngx_ssl_create_connection(server->ssl, c, NGX_SSL_BUFFER|NGX_SSL_CLIENT)
+        != NGX_OK)
+    {
+        ngx_http_psd_redis_fail(conn, 0, "TLS setup failed");
+        return NGX_ERROR;
+    }
+
+    /* the value ends its configuration argument, so it ends with a NUL */
+
+    if (server->tls_server_name.len
+        && SSL_set_tlsext_host_name(c->ssl->connection,
+                                    (char *) server->tls_server_name.data)
+           == 0)
+    {
+        ngx_http_psd_redis_fail(conn, 0, "TLS server name failed");
+        return NGX_ERROR;
+    }
+
+    if (!c->write->timer_set) {
+        ngx_add_timer(c->write, server->connect_timeout);
+    }
+
+    rc = ngx_ssl_handshake(c);
+
+    if (rc == NGX_AGAIN) {
+        c->ssl->handler = ngx_http_psd_redis_tls_handshaked;
+        return NGX_AGAIN;
+    }
+
+    ngx_http_psd_redis_tls_handshaked(c);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_psd_redis_tls_handshaked(ngx_connection_t *c)
+{
+    long                          verify;
+    ngx_str_t                    *name;
+    ngx_http_psd_redis_conn_t    *conn;
+    ngx_http_psd_redis_server_t  *server;
+
+    conn = c->data;
+    server = conn->server;
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    if (!c->ssl->handshaked) {
+        ngx_http_psd_redis_fail(conn, 0, c->write->timedout
+                                         ? "TLS handshake timed out"
+                                         : "TLS handshake failed");
+        return;
+    }
+
+    if (server->tls_verify) {
+        verify = SSL_get_verify_result(c->ssl->connection);
+
+        if (verify != X509_V_OK) {
+            ngx_log_error(NGX_LOG_ERR, &conn->log, 0,
+                          "psd: redis \"%V\" certificate does not verify: "
+                          "(%l:%s)", &server->name, verify,
+                          X509_verify_cert_error_string(verify));
+            ngx_http_psd_redis_fail(conn, 0, NULL);
+            return;
+        }
+
+        name = server->tls_server_name.len ? &server->tls_server_name
+                                           : &server->target;
+
+        if (ngx_ssl_check_host(c, name) != NGX_OK) {
+            ngx_log_error(NGX_LOG_ERR, &conn->log, 0,
+                          "psd: redis \"%V\" certificate does not match "
+                          "\"%V\"", &server->name, name);
+            ngx_http_psd_redis_fail(conn, 0, NULL);
+            return;
+        }
+    }
+
+    c->read->handler = ngx_http_psd_redis_read_handler;
+    c->write->handler = ngx_http_psd_redis_write_handler;
+
+    conn->state = NGX_HTTP_PSD_REDIS_READY;
+
+    ngx_http_psd_redis_flush(conn);
+
+    /* replies may already wait in the TLS buffer */
+    if (c->read->ready) {
+        ngx_post_event(c->read, &ngx_posted_events);
+    }
+}
+
+#endif
 
 
 static void
@@ -1087,13 +1319,26 @@ ngx_http_psd_redis_fail(ngx_http_psd_redis_conn_t *conn, ngx_err_t err,
 static void
 ngx_http_psd_redis_close(ngx_http_psd_redis_conn_t *conn)
 {
+    ngx_pool_t                     *pool;
     ngx_http_psd_metrics_server_t  *ms;
 
     conn->state = NGX_HTTP_PSD_REDIS_DOWN;
 
     if (conn->peer.connection) {
+        pool = conn->peer.connection->pool;
+
+#if (NGX_SSL)
+        if (conn->peer.connection->ssl) {
+            conn->peer.connection->ssl->no_wait_shutdown = 1;
+            (void) ngx_ssl_shutdown(conn->peer.connection);
+        }
+#endif
         ngx_close_connection(conn->peer.connection);
         conn->peer.connection = NULL;
+
+        if (pool) {
+            ngx_destroy_pool(pool);
+        }
     }
 
     if (conn->reader) {

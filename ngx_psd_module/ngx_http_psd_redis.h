@@ -47,6 +47,13 @@ struct ngx_http_psd_redis_server_s {
 
     ngx_uint_t                    index;      /* in the metrics zone */
 
+#if (NGX_SSL)
+    ngx_ssl_t                    *ssl;
+    ngx_flag_t                    tls_verify;
+    ngx_str_t                     tls_trusted_certificate;
+    ngx_str_t                     tls_server_name;
+#endif
+
     ngx_http_psd_redis_conn_t    *conn;       /* this worker's connection */
 };
 
