@@ -29,9 +29,6 @@
 
 #define NGX_HTTP_PSD_LINK_BODY_MAX   16384
 
-#ifndef NGX_HTTP_GONE
-#define NGX_HTTP_GONE                410
-#endif
 
 
 typedef struct {
@@ -639,6 +636,34 @@ ngx_http_psd_link_init(ngx_conf_t *cf)
     {
         return NGX_ERROR;
     }
+
+    return NGX_OK;
+}
+
+
+/*
+ * The link keys and the location's time limits, for other features that
+ * verify tokens in the link format (order status).
+ */
+
+ngx_int_t
+ngx_http_psd_link_keys(ngx_http_request_t *r, psd_link_conf_t *lconf)
+{
+    ngx_http_psd_link_loc_conf_t   *llcf;
+    ngx_http_psd_link_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_psd_link_module);
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_link_module);
+
+    if (lmcf->keys.nelts == 0) {
+        return NGX_DECLINED;
+    }
+
+    lconf->keys = lmcf->keys.elts;
+    lconf->nkeys = lmcf->keys.nelts;
+    lconf->now = ngx_time();
+    lconf->skew = llcf->skew;
+    lconf->max_ttl = llcf->max_ttl;
 
     return NGX_OK;
 }

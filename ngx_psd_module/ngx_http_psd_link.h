@@ -13,7 +13,14 @@
 #include <ngx_http.h>
 
 
+#include "psd_link.h"
+
+
 extern ngx_module_t  ngx_http_psd_link_module;
+
+
+ngx_int_t ngx_http_psd_link_keys(ngx_http_request_t *r,
+    psd_link_conf_t *lconf);
 
 
 #endif /* _NGX_HTTP_PSD_LINK_H_INCLUDED_ */

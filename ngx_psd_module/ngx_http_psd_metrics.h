@@ -77,7 +77,31 @@
     X(FRAUD_FAIL_CLOSED, "psd_fraud_decisions_total",                         \
       "decision=\"fail_closed\"", "", "")                                     \
     X(FRAUD_FEEDBACK, "psd_fraud_admin_requests_total", "", "counter",        \
-      "Payment outcomes and block list changes recorded.")
+      "Payment outcomes and block list changes recorded.")                    \
+    X(WEBHOOK_VERIFIED, "psd_webhook_requests_total", "result=\"verified\"",  \
+      "counter", "Gateway webhooks by result.")                               \
+    X(WEBHOOK_REJECTED, "psd_webhook_requests_total",                         \
+      "result=\"bad_signature\"", "", "")                                     \
+    X(WEBHOOK_INVALID, "psd_webhook_requests_total", "result=\"invalid\"",    \
+      "", "")                                                                 \
+    X(WEBHOOK_APPLIED, "psd_webhook_requests_total", "result=\"applied\"",    \
+      "", "")                                                                 \
+    X(WEBHOOK_DUPLICATE, "psd_webhook_requests_total",                        \
+      "result=\"duplicate\"", "", "")                                         \
+    X(WEBHOOK_OUTRANKED, "psd_webhook_requests_total",                        \
+      "result=\"outranked\"", "", "")                                         \
+    X(WEBHOOK_IGNORED, "psd_webhook_requests_total", "result=\"ignored\"",    \
+      "", "")                                                                 \
+    X(WEBHOOK_FAILED, "psd_webhook_requests_total", "result=\"failed\"",      \
+      "", "")                                                                 \
+    X(ORDERS_PAID, "psd_orders_paid_total", "", "counter",                    \
+      "Orders that moved to paid.")                                           \
+    X(PAYMENTS_FAILED, "psd_payments_failed_total", "", "counter",            \
+      "Failed payment attempts reported by the gateway.")                     \
+    X(ORDERS_REFUNDED, "psd_orders_refunded_total", "", "counter",            \
+      "Orders refunded (their download links revoked).")                      \
+    X(ORDERS_CHARGEBACK, "psd_orders_chargeback_total", "", "counter",        \
+      "Orders disputed (their download links revoked).")
 
 
 /* LINK_MALFORMED to LINK_BUSY follow the order of the link statuses */

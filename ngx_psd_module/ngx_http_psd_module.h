@@ -16,6 +16,11 @@
 #define NGX_HTTP_PSD_VERSION  "0.1.0"
 
 
+#ifndef NGX_HTTP_GONE
+#define NGX_HTTP_GONE             410
+#endif
+
+
 /* failure modes shared by every feature that needs Redis */
 #define NGX_HTTP_PSD_FAIL_OPEN    1
 #define NGX_HTTP_PSD_FAIL_CLOSED  2

@@ -22,6 +22,39 @@ int psd_hmac_sha256_v(const unsigned char *key, size_t key_len,
     const unsigned char *const *data, const size_t *lens, size_t n,
     unsigned char *out);
 
+/*
+ * A prepared HMAC-SHA256 key, for a key that signs or verifies many times.
+ * psd_hmac_key_new() absorbs the padded key into SHA-256 states once, so
+ * that each psd_hmac_sha256_k() costs only the hashing of its data: about
+ * 0.2 us for a link, against about 1-4 us of per-call OpenSSL setup in
+ * psd_hmac_sha256_v().  Same result as psd_hmac_sha256_v() for any key
+ * length (RFC 2104: a key longer than 64 bytes is hashed first).
+ *
+ * The object keeps no copy of the key, only the inner and outer hash
+ * states, which are as secret as the key; psd_hmac_key_free() has OpenSSL
+ * wipe them.  The caller may wipe its own key buffer after
+ * psd_hmac_key_new().
+ *
+ * Not thread-safe: psd_hmac_sha256_k() works in a context inside the
+ * object, so one object must be used by one thread at a time (an nginx
+ * worker: create it at configuration time, each worker uses its own copy
+ * after fork()).
+ */
+typedef struct psd_hmac_key_s  psd_hmac_key_t;
+
+/* key may be NULL if len is 0; returns NULL on failure */
+psd_hmac_key_t *psd_hmac_key_new(const unsigned char *key, size_t len);
+
+/* wipes and frees; NULL is fine */
+void psd_hmac_key_free(psd_hmac_key_t *k);
+
+/*
+ * psd_hmac_sha256_v() with a prepared key; returns 0 on success, -1 on
+ * failure.  The object stays usable after a failure.
+ */
+int psd_hmac_sha256_k(psd_hmac_key_t *k, const unsigned char *const *data,
+    const size_t *lens, size_t n, unsigned char *out);
+
 int psd_sha256(const unsigned char *data, size_t len, unsigned char *out);
 
 /* writes 40 lowercase hex characters (no NUL), as Redis names scripts */

@@ -396,7 +396,8 @@ psd_link_canon_build(psd_link_canon_t *c, const psd_link_t *link,
 
 static int
 psd_link_mac(const psd_link_t *link, const unsigned char *key,
-    size_t key_len, const char *path, size_t path_len, unsigned char *out)
+    size_t key_len, psd_hmac_key_t *hkey, const char *path, size_t path_len,
+    unsigned char *out)
 {
     size_t                lens[3];
     psd_link_canon_t      c;
@@ -410,6 +411,10 @@ psd_link_mac(const psd_link_t *link, const unsigned char *key,
     lens[1] = c.path_len;
     pieces[2] = (const unsigned char *) c.tail;
     lens[2] = c.tail_len;
+
+    if (hkey) {
+        return psd_hmac_sha256_k(hkey, pieces, lens, 3, out);
+    }
 
     return psd_hmac_sha256_v(key, key_len, pieces, lens, 3, out);
 }
@@ -696,7 +701,9 @@ psd_link_check(const psd_link_t *link, const psd_link_conf_t *conf,
     }
 
     /* a failing HMAC fails closed, like a forged link */
-    if (psd_link_mac(link, key->key, key->key_len, path, path_len, mac) != 0)
+    if (psd_link_mac(link, key->key, key->key_len, key->hkey, path,
+                     path_len, mac)
+        != 0)
     {
         psd_cleanse(mac, sizeof(mac));
         return PSD_LINK_INVALID;
@@ -896,8 +903,8 @@ psd_link_sign(const psd_link_params_t *params, char *buf, size_t size,
     link.exp = params->exp;
     link.limit = params->limit;
 
-    if (psd_link_mac(&link, params->key, params->key_len, params->path,
-                     params->path_len, link.mac)
+    if (psd_link_mac(&link, params->key, params->key_len, params->hkey,
+                     params->path, params->path_len, link.mac)
         != 0)
     {
         e = "HMAC-SHA256 failed";

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "psd_cidr.h"
+#include "psd_crypto.h"
 
 #define PSD_LINK_KID_MAX       32
 #define PSD_LINK_ID_MAX        64
@@ -65,11 +66,20 @@ typedef struct {
 } psd_link_t;
 
 
+/*
+ * hkey, optional: psd_hmac_key_new(key, key_len), made once per key (at
+ * configuration time) so that each MAC skips OpenSSL's keying; NULL keys
+ * the MAC from key and key_len per call.  It must be made from these very
+ * bytes, and zero it (or the whole struct) when there is none.  Used
+ * through a const pointer, but each MAC changes it: one thread at a time
+ * (psd_crypto.h).
+ */
 typedef struct {
     const char           *kid;
     size_t                kid_len;
     const unsigned char  *key;
     size_t                key_len;
+    psd_hmac_key_t       *hkey;
 } psd_link_key_t;
 
 
@@ -90,6 +100,7 @@ typedef struct {
     size_t                kid_len;
     const unsigned char  *key;
     size_t                key_len;     /* at least PSD_LINK_KEY_MIN */
+    psd_hmac_key_t       *hkey;        /* optional, as in psd_link_key_t */
     const char           *path;        /* decoded; the prefix if prefix */
     size_t                path_len;
     int                   prefix;

@@ -143,6 +143,7 @@ sign(char *buf, const char *kid, const char *path, int prefix, int64_t exp,
     p.kid_len = strlen(kid);
     p.key = k->key;
     p.key_len = k->key_len;
+    p.hkey = k->hkey;
     p.path = path;
     p.path_len = strlen(path);
     p.prefix = prefix;
@@ -205,6 +206,7 @@ vectors(json_t *doc)
         key = psd_link_key_find(keys, nkeys, p.kid, p.kid_len);
         p.key = key->key;
         p.key_len = key->key_len;
+        p.hkey = key->hkey;
         p.path = jstr(c, "path");
         p.path_len = strlen(p.path);
         p.prefix = json_is_true(json_object_get(c, "prefix"));
@@ -741,6 +743,56 @@ api(void)
 }
 
 
+/* with keys[].hkey set: the prepared key is the one that signs and checks */
+static void
+prepared(void)
+{
+    char             q[QMAX], q2[QMAX];
+    long             n, n2;
+    const char      *err;
+    psd_link_key_t   mixed;
+    psd_link_params_t  p;
+
+    /* the same link, byte for byte, with and without the prepared key */
+    memset(&p, 0, sizeof(p));
+    p.kid = keys[0].kid;
+    p.kid_len = keys[0].kid_len;
+    p.key = keys[0].key;
+    p.key_len = keys[0].key_len;
+    p.path = "/prep/a.bin";
+    p.path_len = strlen(p.path);
+    p.exp = EXP;
+    p.id = "prep";
+    p.id_len = 4;
+
+    p.hkey = NULL;
+    n = psd_link_sign(&p, q, sizeof(q), &err);
+    p.hkey = keys[0].hkey;
+    n2 = psd_link_sign(&p, q2, sizeof(q2), &err);
+    ok(n > 0 && n == n2 && strcmp(q, q2) == 0,
+       "prepared: sign gives the same link as the plain key");
+
+    /*
+     * hkey wins over key: key bytes of keys[1] with the prepared keys[0]
+     * open what keys[0] signed (a misuse, shown only to prove the path)
+     */
+    mixed = keys[1];
+    mixed.kid = keys[0].kid;
+    mixed.kid_len = keys[0].kid_len;
+    mixed.hkey = keys[0].hkey;
+    is_int(verify_full(&mixed, 1, q, "/prep/a.bin", NULL, NOW, 0, 0),
+           PSD_LINK_OK, "prepared: verify uses hkey when present");
+    mixed.hkey = NULL;
+    is_int(verify_full(&mixed, 1, q, "/prep/a.bin", NULL, NOW, 0, 0),
+           PSD_LINK_INVALID, "prepared: and key bytes when it is NULL");
+
+    p.hkey = keys[1].hkey;
+    n2 = psd_link_sign(&p, q2, sizeof(q2), &err);
+    ok(n2 > 0 && strcmp(q, q2) != 0,
+       "prepared: sign uses hkey when present");
+}
+
+
 int
 main(void)
 {
@@ -782,6 +834,23 @@ main(void)
     forgery();
     paths_and_time();
     api();
+
+    /* all of it again with prepared keys: the same answers */
+    for (i = 0; i < nkeys; i++) {
+        keys[i].hkey = psd_hmac_key_new(keys[i].key, keys[i].key_len);
+        ok(keys[i].hkey != NULL, "prepared key %s", keys[i].kid);
+    }
+
+    vectors(doc);
+    forgery();
+    paths_and_time();
+    api();
+    prepared();
+
+    for (i = 0; i < nkeys; i++) {
+        psd_hmac_key_free(keys[i].hkey);
+        keys[i].hkey = NULL;
+    }
 
     json_decref(doc);
 
