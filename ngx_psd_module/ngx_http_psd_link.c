@@ -1627,7 +1627,14 @@ ngx_http_psd_link_revoke(ngx_http_request_t *r, json_t *body)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    /* no link outlives max_ttl, so neither needs its revocation */
+    /*
+     * No link outlives max_ttl, so a link's revocation need not either; an
+     * order's record is the order's history (webhooks write it) and stays.
+     */
+
+    if (kind[0] == 'o') {
+        goto send;
+    }
 
     argv[0] = "EXPIRE";
     argvlen[0] = 6;
@@ -1638,6 +1645,8 @@ ngx_http_psd_link_revoke(ngx_http_request_t *r, json_t *body)
     if (ngx_http_psd_redis_call_add(call, 3, argv, argvlen) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
+
+send:
 
     if (ngx_http_psd_redis_call_send(call, ngx_http_psd_link_revoked, r)
         != NGX_OK)
