@@ -966,8 +966,14 @@ ngx_http_psd_fraud_handler(ngx_http_request_t *r)
                 break;
 
             default:
-                /* requests count here; payment events come from feedback */
-                argv[argc] = (rules[i].rule.event == PSD_RULE_EVENT_REQUESTS)
+                /*
+                 * requests count here, and count($v) counts requests where
+                 * $v is not empty; payment events come from the admin
+                 * endpoint
+                 */
+                argv[argc] = (rules[i].rule.event == PSD_RULE_EVENT_REQUESTS
+                              || (rules[i].rule.event == PSD_RULE_EVENT_NONE
+                                  && val.len))
                              ? "1" : "0";
                 argvlen[argc++] = 1;
             }

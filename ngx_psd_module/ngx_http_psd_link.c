@@ -83,6 +83,7 @@ static char *ngx_http_psd_link_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_psd_link_endpoint(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static void ngx_http_psd_link_hkey_free(void *data);
 static char *ngx_http_psd_link_api_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 
@@ -475,9 +476,10 @@ ngx_http_psd_link_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_psd_link_main_conf_t  *lmcf = conf;
 
-    ngx_str_t       *value, secret;
-    ngx_uint_t       i;
-    psd_link_key_t  *key;
+    ngx_str_t           *value, secret;
+    ngx_uint_t           i;
+    psd_link_key_t      *key;
+    ngx_pool_cleanup_t  *cln;
 
     value = cf->args->elts;
 
@@ -517,10 +519,29 @@ ngx_http_psd_link_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    ngx_memzero(key, sizeof(psd_link_key_t));
+
     key->kid = (const char *) value[1].data;
     key->kid_len = value[1].len;
     key->key = secret.data;
     key->key_len = secret.len;
+
+    /* the key hashed into HMAC state once: a verification costs half */
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    key->hkey = psd_hmac_key_new(secret.data, secret.len);
+    if (key->hkey == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "cannot prepare link key \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    cln->handler = ngx_http_psd_link_hkey_free;
+    cln->data = key->hkey;
 
     return NGX_CONF_OK;
 
@@ -531,6 +552,13 @@ invalid:
                        "letters, digits, \"_\" or \"-\"",
                        &value[1], &cmd->name, PSD_LINK_KID_MAX);
     return NGX_CONF_ERROR;
+}
+
+
+static void
+ngx_http_psd_link_hkey_free(void *data)
+{
+    psd_hmac_key_free(data);
 }
 
 
@@ -810,6 +838,7 @@ ngx_http_psd_link_access_handler(ngx_http_request_t *r)
 
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_psd_link_module);
 
+    ngx_memzero(&lconf, sizeof(psd_link_conf_t));
     lconf.keys = lmcf->keys.elts;
     lconf.nkeys = lmcf->keys.nelts;
     lconf.now = ngx_time();
@@ -1520,6 +1549,7 @@ ngx_http_psd_link_issue(ngx_http_request_t *r, json_t *body)
     lp.kid_len = lmcf->sign_key->kid_len;
     lp.key = lmcf->sign_key->key;
     lp.key_len = lmcf->sign_key->key_len;
+    lp.hkey = lmcf->sign_key->hkey;
     lp.path = path;
     lp.path_len = plen;
     lp.prefix = (prefix != NULL);

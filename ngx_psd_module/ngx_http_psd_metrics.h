@@ -101,7 +101,16 @@
     X(ORDERS_REFUNDED, "psd_orders_refunded_total", "", "counter",            \
       "Orders refunded (their download links revoked).")                      \
     X(ORDERS_CHARGEBACK, "psd_orders_chargeback_total", "", "counter",        \
-      "Orders disputed (their download links revoked).")
+      "Orders disputed (their download links revoked).")                      \
+    X(TOKENIZE_OK, "psd_tokenize_requests_total", "result=\"ok\"", "counter", \
+      "Checkout requests tokenized, by result.")                              \
+    X(TOKENIZE_REJECTED, "psd_tokenize_requests_total",                       \
+      "result=\"rejected\"", "", "")                                          \
+    X(TOKENIZE_FAILED, "psd_tokenize_requests_total", "result=\"failed\"",    \
+      "", "")                                                                 \
+    X(REVEAL_OK, "psd_reveals_total", "result=\"ok\"", "counter",             \
+      "Card reveals toward the gateway, by result.")                          \
+    X(REVEAL_DENIED, "psd_reveals_total", "result=\"denied\"", "", "")
 
 
 /* LINK_MALFORMED to LINK_BUSY follow the order of the link statuses */

@@ -510,6 +510,7 @@ cmd_verify(int argc, char **argv)
 
     key_len = read_key(o.key_file, key);
 
+    memset(&k, 0, sizeof(psd_link_key_t));
     k.kid = o.kid;
     k.kid_len = strlen(o.kid);
     k.key = key;
