@@ -302,8 +302,13 @@ ngx_http_psd_counter_done(ngx_http_psd_redis_call_t *call)
 {
     ngx_http_request_t  *r = call->data;
 
+    ngx_connection_t  *c;
+
+    /* finalizing may free the request: keep its connection at hand */
+    c = r->connection;
+
     ngx_http_finalize_request(r, ngx_http_psd_counter_respond(r, call));
-    ngx_http_run_posted_requests(r->connection);
+    ngx_http_run_posted_requests(c);
 }
 
 

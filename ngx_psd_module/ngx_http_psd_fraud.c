@@ -1659,10 +1659,13 @@ ngx_http_psd_fraud_admin_done(ngx_http_psd_redis_call_t *call)
 {
     ngx_http_request_t  *r = call->data;
 
-    u_char      *body;
-    size_t       len;
-    ngx_int_t    rc;
-    ngx_uint_t   i;
+    u_char            *body;
+    size_t             len;
+    ngx_int_t          rc;
+    ngx_uint_t         i;
+    ngx_connection_t  *c;
+
+    c = r->connection;
 
     for (i = 0; i < call->ncmds; i++) {
         if (call->status != NGX_HTTP_PSD_REDIS_OK
@@ -1687,5 +1690,5 @@ ngx_http_psd_fraud_admin_done(ngx_http_psd_redis_call_t *call)
 done:
 
     ngx_http_finalize_request(r, rc);
-    ngx_http_run_posted_requests(r->connection);
+    ngx_http_run_posted_requests(c);
 }

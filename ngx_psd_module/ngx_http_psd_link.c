@@ -1695,8 +1695,11 @@ ngx_http_psd_link_revoked(ngx_http_psd_redis_call_t *call)
 {
     ngx_http_request_t  *r = call->data;
 
-    ngx_int_t    rc;
-    redisReply  *reply;
+    ngx_int_t          rc;
+    redisReply        *reply;
+    ngx_connection_t  *c;
+
+    c = r->connection;
 
     reply = call->status == NGX_HTTP_PSD_REDIS_OK ? call->replies[0] : NULL;
 
@@ -1711,7 +1714,7 @@ ngx_http_psd_link_revoked(ngx_http_psd_redis_call_t *call)
     }
 
     ngx_http_finalize_request(r, rc);
-    ngx_http_run_posted_requests(r->connection);
+    ngx_http_run_posted_requests(c);
 }
 
 

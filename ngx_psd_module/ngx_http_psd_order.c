@@ -1358,6 +1358,7 @@ ngx_http_psd_order_status_done(ngx_http_psd_redis_call_t *call)
     ngx_http_request_t  *r = call->data;
 
     char                           *text;
+    ngx_connection_t               *c;
     u_char                         *body;
     size_t                          i, k, len;
     json_t                         *out, *payment, *timeline, *ev;
@@ -1366,6 +1367,8 @@ ngx_http_psd_order_status_done(ngx_http_psd_redis_call_t *call)
     const char                     *state;
     ngx_http_psd_order_ctx_t       *ctx;
     ngx_http_psd_order_loc_conf_t  *olcf;
+
+    c = r->connection;
 
     olcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_order_module);
 
@@ -1485,5 +1488,5 @@ ngx_http_psd_order_status_done(ngx_http_psd_redis_call_t *call)
 done:
 
     ngx_http_finalize_request(r, rc);
-    ngx_http_run_posted_requests(r->connection);
+    ngx_http_run_posted_requests(c);
 }

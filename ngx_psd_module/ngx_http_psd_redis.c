@@ -43,16 +43,28 @@ struct ngx_http_psd_redis_slot_s {
 };
 
 
+typedef struct {
+    u_char                       *data;
+    size_t                        pos;
+    size_t                        len;
+    size_t                        size;
+} ngx_http_psd_redis_buf_t;
+
+
 struct ngx_http_psd_redis_conn_s {
     ngx_http_psd_redis_server_t  *server;
     ngx_peer_connection_t         peer;
     ngx_uint_t                    state;
     redisReader                  *reader;
 
-    u_char                       *out;
-    size_t                        out_pos;
-    size_t                        out_len;
-    size_t                        out_size;
+    /*
+     * "out" is what may go on the wire; requests' commands wait in "held"
+     * until the handshake has answered, so that none of them runs as the
+     * wrong user or in the wrong database when AUTH or SELECT fails.
+     */
+
+    ngx_http_psd_redis_buf_t      out;
+    ngx_http_psd_redis_buf_t      held;
 
     ngx_queue_t                   pending;
     ngx_uint_t                    npending;
@@ -90,7 +102,7 @@ static void ngx_http_psd_redis_close(ngx_http_psd_redis_conn_t *conn);
 static void ngx_http_psd_redis_dispatch(ngx_http_psd_redis_conn_t *conn,
     redisReply *reply);
 static ngx_int_t ngx_http_psd_redis_append(ngx_http_psd_redis_conn_t *conn,
-    const char *cmd, size_t len);
+    ngx_http_psd_redis_buf_t *buf, const char *cmd, size_t len);
 static ngx_http_psd_redis_slot_t *ngx_http_psd_redis_slot_get(
     ngx_http_psd_redis_conn_t *conn);
 static void ngx_http_psd_redis_slot_free(ngx_http_psd_redis_conn_t *conn,
@@ -991,9 +1003,9 @@ ngx_http_psd_redis_flush(ngx_http_psd_redis_conn_t *conn)
         return;
     }
 
-    while (conn->out_pos < conn->out_len) {
-        n = c->send(c, conn->out + conn->out_pos,
-                    conn->out_len - conn->out_pos);
+    while (conn->out.pos < conn->out.len) {
+        n = c->send(c, conn->out.data + conn->out.pos,
+                    conn->out.len - conn->out.pos);
 
         if (n == NGX_ERROR) {
             ngx_http_psd_redis_fail(conn, 0, "send() failed");
@@ -1008,12 +1020,12 @@ ngx_http_psd_redis_flush(ngx_http_psd_redis_conn_t *conn)
             break;
         }
 
-        conn->out_pos += n;
+        conn->out.pos += n;
     }
 
-    if (conn->out_pos == conn->out_len) {
-        conn->out_pos = 0;
-        conn->out_len = 0;
+    if (conn->out.pos == conn->out.len) {
+        conn->out.pos = 0;
+        conn->out.len = 0;
     }
 
     /*
@@ -1159,6 +1171,10 @@ ngx_http_psd_redis_dispatch(ngx_http_psd_redis_conn_t *conn,
             freeReplyObject(reply);
             ngx_http_psd_redis_slot_free(conn, slot);
             conn->logged = ngx_time();
+
+            /* a wrong password does not mend in 100 ms: start at ~1 s */
+            conn->failures = ngx_max(conn->failures, 4);
+
             ngx_http_psd_redis_fail(conn, 0, NULL);
             return;
         }
@@ -1174,6 +1190,20 @@ ngx_http_psd_redis_dispatch(ngx_http_psd_redis_conn_t *conn,
         if (!conn->handshake_done && (next == NULL || !next->handshake)) {
             conn->handshake_done = 1;
             conn->failures = 0;
+
+            if (conn->held.len) {
+                if (ngx_http_psd_redis_append(conn, &conn->out,
+                                              (char *) conn->held.data,
+                                              conn->held.len)
+                    != NGX_OK)
+                {
+                    ngx_http_psd_redis_fail(conn, 0, "out of memory");
+                    return;
+                }
+
+                conn->held.len = 0;
+                ngx_http_psd_redis_flush(conn);
+            }
 
             if (!conn->counted_up && ngx_http_psd_metrics) {
                 conn->counted_up = 1;
@@ -1211,7 +1241,8 @@ ngx_http_psd_redis_dispatch(ngx_http_psd_redis_conn_t *conn,
 
         if (ngx_http_psd_redis_queue_internal(conn, 3, argv, argvlen)
             != NGX_OK
-            || ngx_http_psd_redis_append(conn, slot->cmd, slot->len)
+            || ngx_http_psd_redis_append(conn, &conn->out, slot->cmd,
+                                         slot->len)
                != NGX_OK)
         {
             ngx_http_psd_redis_slot_free(conn, slot);
@@ -1346,11 +1377,10 @@ ngx_http_psd_redis_close(ngx_http_psd_redis_conn_t *conn)
         conn->reader = NULL;
     }
 
-    ngx_free(conn->out);
-    conn->out = NULL;
-    conn->out_len = 0;
-    conn->out_pos = 0;
-    conn->out_size = 0;
+    ngx_free(conn->out.data);
+    ngx_free(conn->held.data);
+    ngx_memzero(&conn->out, sizeof(ngx_http_psd_redis_buf_t));
+    ngx_memzero(&conn->held, sizeof(ngx_http_psd_redis_buf_t));
 
     ms = ngx_http_psd_metrics
          ? ngx_http_psd_metrics_server(conn->server->index) : NULL;
@@ -1400,35 +1430,35 @@ ngx_http_psd_redis_fail_slots(ngx_http_psd_redis_conn_t *conn,
 
 
 static ngx_int_t
-ngx_http_psd_redis_append(ngx_http_psd_redis_conn_t *conn, const char *cmd,
-    size_t len)
+ngx_http_psd_redis_append(ngx_http_psd_redis_conn_t *conn,
+    ngx_http_psd_redis_buf_t *buf, const char *cmd, size_t len)
 {
-    u_char  *out;
+    u_char  *data;
     size_t   size;
 
-    if (conn->out_len + len > conn->out_size) {
-        size = ngx_max(conn->out_size * 2, 4096);
+    if (buf->len + len > buf->size) {
+        size = ngx_max(buf->size * 2, 4096);
 
-        while (size < conn->out_len + len) {
+        while (size < buf->len + len) {
             size *= 2;
         }
 
-        out = ngx_alloc(size, &conn->log);
-        if (out == NULL) {
+        data = ngx_alloc(size, &conn->log);
+        if (data == NULL) {
             return NGX_ERROR;
         }
 
-        if (conn->out) {
-            ngx_memcpy(out, conn->out, conn->out_len);
-            ngx_free(conn->out);
+        if (buf->data) {
+            ngx_memcpy(data, buf->data, buf->len);
+            ngx_free(buf->data);
         }
 
-        conn->out = out;
-        conn->out_size = size;
+        buf->data = data;
+        buf->size = size;
     }
 
-    ngx_memcpy(conn->out + conn->out_len, cmd, len);
-    conn->out_len += len;
+    ngx_memcpy(buf->data + buf->len, cmd, len);
+    buf->len += len;
 
     return NGX_OK;
 }
@@ -1492,7 +1522,7 @@ ngx_http_psd_redis_queue_internal(ngx_http_psd_redis_conn_t *conn, int argc,
         return NGX_ERROR;
     }
 
-    rc = ngx_http_psd_redis_append(conn, cmd, len);
+    rc = ngx_http_psd_redis_append(conn, &conn->out, cmd, len);
 
     /* the command may hold the password */
     psd_cleanse(cmd, len);
@@ -1686,7 +1716,10 @@ ngx_http_psd_redis_call_send(ngx_http_psd_redis_call_t *call,
 
         slot = ngx_http_psd_redis_slot_get(conn);
         if (slot == NULL
-            || ngx_http_psd_redis_append(conn, call->cmds[i], call->lens[i])
+            || ngx_http_psd_redis_append(conn,
+                                         conn->handshake_done ? &conn->out
+                                                              : &conn->held,
+                                         call->cmds[i], call->lens[i])
                != NGX_OK)
         {
             if (slot) {
@@ -1760,6 +1793,7 @@ ngx_http_psd_redis_call_finish(ngx_http_psd_redis_call_t *call,
     ngx_uint_t status)
 {
     ngx_uint_t                      i;
+    ngx_pool_t                     *pool;
     ngx_http_psd_metrics_server_t  *ms;
 
     if (call->done) {
@@ -1785,12 +1819,16 @@ ngx_http_psd_redis_call_finish(ngx_http_psd_redis_call_t *call,
         ngx_http_psd_metrics_latency(ms, ngx_current_msec - call->started);
     }
 
+    /* the handler may free the request, and the call with its pool */
+
+    pool = (call->request == NULL) ? call->pool : NULL;
+
     if (call->handler) {
         call->handler(call);
     }
 
-    if (call->request == NULL) {
-        ngx_destroy_pool(call->pool);
+    if (pool) {
+        ngx_destroy_pool(pool);
     }
 }
 
