@@ -491,7 +491,9 @@ ngx_http_psd_vault_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_psd_tok_main_conf_t  *tmcf = conf;
 
+    ngx_int_t         hi, lo;
     ngx_str_t        *value, secret;
+    ngx_uint_t        i;
     psd_vault_key_t  *key;
 
     value = cf->args->elts;
@@ -504,9 +506,40 @@ ngx_http_psd_vault_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     if (ngx_http_psd_secret_file(cf, &value[2], PSD_VAULT_KEY_LEN,
-                                 PSD_VAULT_KEY_LEN, &secret)
+                                 2 * PSD_VAULT_KEY_LEN, &secret)
         != NGX_OK)
     {
+        return NGX_CONF_ERROR;
+    }
+
+    /* 32 raw bytes, or the 64 hex digits of "openssl rand -hex 32" */
+
+    if (secret.len == 2 * PSD_VAULT_KEY_LEN) {
+        for (i = 0; i < PSD_VAULT_KEY_LEN; i++) {
+            hi = ngx_hextoi(secret.data + 2 * i, 1);
+            lo = ngx_hextoi(secret.data + 2 * i + 1, 1);
+
+            if (hi == NGX_ERROR || lo == NGX_ERROR) {
+                break;
+            }
+
+            secret.data[i] = (u_char) (hi * 16 + lo);
+        }
+
+        if (i < PSD_VAULT_KEY_LEN) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "vault key file \"%V\" must hold 32 bytes or "
+                               "64 hexadecimal digits", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        psd_cleanse(secret.data + PSD_VAULT_KEY_LEN, PSD_VAULT_KEY_LEN);
+        secret.len = PSD_VAULT_KEY_LEN;
+
+    } else if (secret.len != PSD_VAULT_KEY_LEN) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "vault key file \"%V\" must hold 32 bytes or 64 "
+                           "hexadecimal digits", &value[2]);
         return NGX_CONF_ERROR;
     }
 
