@@ -414,6 +414,7 @@ ngx_http_psd_link_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_psd_link_loc_conf_t  *prev = parent;
     ngx_http_psd_link_loc_conf_t  *conf = child;
 
+    ngx_http_core_loc_conf_t       *clcf;
     ngx_http_psd_link_main_conf_t  *lmcf;
 
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
@@ -438,6 +439,15 @@ ngx_http_psd_link_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                            "\"psd_link\" needs at least one \"psd_link_key\" "
                            "in http{}");
         return NGX_CONF_ERROR;
+    }
+
+    if (conf->endpoint) {
+        /* the body is read into one buffer of up to 16 KiB, never a file */
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+        if (clcf->client_body_buffer_size < NGX_HTTP_PSD_LINK_BODY_MAX) {
+            clcf->client_body_buffer_size = NGX_HTTP_PSD_LINK_BODY_MAX;
+        }
     }
 
     if (conf->endpoint && conf->api_key.len == 0) {
@@ -763,8 +773,7 @@ ngx_http_psd_link_create_ctx(ngx_http_request_t *r)
 static ngx_uint_t
 ngx_http_psd_link_may_complete(ngx_http_request_t *r)
 {
-    u_char      *p, *last;
-    ngx_str_t   *range;
+    ngx_str_t  *range;
 
     if (r->method != NGX_HTTP_GET) {
         return 0;
@@ -774,19 +783,15 @@ ngx_http_psd_link_may_complete(ngx_http_request_t *r)
         return 1;
     }
 
+    /*
+     * Any single range may hold the file's last byte ("bytes=0-99999",
+     * "bytes=-N"): the size is not known yet.  Several ranges (multipart)
+     * never count as a download.
+     */
+
     range = &r->headers_in.range->value;
-    p = range->data;
-    last = p + range->len;
 
-    /* "bytes=N-": open to the end */
-
-    if (range->len < 8 || ngx_strncasecmp(p, (u_char *) "bytes=", 6) != 0) {
-        return 1;
-    }
-
-    for (p += 6; p < last && *p >= '0' && *p <= '9'; p++) { /* void */ }
-
-    return (p + 1 == last && *p == '-');
+    return ngx_strlchr(range->data, range->data + range->len, ',') == NULL;
 }
 
 
@@ -819,7 +824,8 @@ ngx_http_psd_link_access_handler(ngx_http_request_t *r)
         return NGX_DECLINED;
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_psd_link_module);
+    /* internal redirects keep the verdict on the request the client made */
+    ctx = ngx_http_psd_link_get_ctx(r);
 
     if (ctx) {
         if (ctx->waiting) {
@@ -1398,8 +1404,10 @@ ngx_http_psd_link_body_handler(ngx_http_request_t *r)
             return;
         }
 
-        ngx_memcpy(buf + len, b->pos, b->last - b->pos);
-        len += b->last - b->pos;
+        if (b->last > b->pos) {
+            ngx_memcpy(buf + len, b->pos, b->last - b->pos);
+            len += b->last - b->pos;
+        }
     }
 
     body = json_loadb((const char *) buf, len,
@@ -1519,7 +1527,9 @@ ngx_http_psd_link_issue(ngx_http_request_t *r, json_t *body)
 
     ttl = json_integer_value(v);
 
-    if (llcf->max_ttl && ttl > llcf->max_ttl) {
+    if ((llcf->max_ttl && ttl > llcf->max_ttl)
+        || ttl > 999999999999LL - ngx_time())
+    {
         return ngx_http_psd_send_json_error(r, NGX_HTTP_BAD_REQUEST,
                                             "ttl_too_long", "ttl");
     }
@@ -1662,7 +1672,7 @@ ngx_http_psd_link_revoke(ngx_http_request_t *r, json_t *body)
      * order's record is the order's history (webhooks write it) and stays.
      */
 
-    if (kind[0] == 'o') {
+    if (kind[0] == 'o' || llcf->max_ttl == 0) {
         goto send;
     }
 
