@@ -199,7 +199,10 @@ print $s "*1\r\n\$4\r\nPING\r\n";
 is scalar(<$s>), "+FAKE\r\n", 'fake redis answers RESP PING';
 print $s "GET x\r\n";
 local $/;
+local $SIG{ALRM} = sub { die "fake redis did not close\n" };
+alarm 5;
 is scalar(<$s>), "\$999999\r\npartial", 'fake redis half reply then close';
+alarm 0;
 
 
 

@@ -121,6 +121,7 @@ sub _setup {
         unless flock $lock, LOCK_EX | LOCK_NB;
     flock $lock, LOCK_EX or die "flock $SERVROOT.lock: $!\n";
     push @locks, $lock;
+    *PsdTest::Redis::CLOSE_IN_CHILD = \@locks;
     $PORT = $PsdTest::HTTP::PORT = _free_port();
     $PsdTest::Redis::PORT = _free_port();
     $PsdTest::Redis::FAKE_PORT = _free_port();
@@ -129,12 +130,14 @@ sub _setup {
         SERVROOT HTML_DIR CONF_DIR REPO)} = ($PORT, $PsdTest::Redis::PORT,
         $PsdTest::Redis::FAKE_PORT, $SERVROOT, "$SERVROOT/html",
         "$SERVROOT/conf", $REPO);
-    # nginx and redis-server left by an earlier run that was killed hard
+    # nginx and redis-server left running by an earlier run killed hard
     my ($old) = _slurp("$SERVROOT/logs/nginx.pid") =~ /(\d+)/;
     $old = 0 unless $old && _slurp("/proc/$old/cmdline") =~ /\Q$SERVROOT/;
-    kill KILL => map { $_->[0] } grep { $old && ($_->[0] == $old
-        || $_->[1] == $old) || (readlink("/proc/$_->[0]/cwd") // '') eq
-        "$SERVROOT/redis" } _procs();
+    for (_procs()) {
+        my ($pid, $ppid) = @$_;
+        kill KILL => $pid if $old && ($pid == $old || $ppid == $old)
+            || (readlink("/proc/$pid/cwd") // '') eq "$SERVROOT/redis";
+    }
     remove_tree($SERVROOT);
     make_path(map { "$SERVROOT/$_" } qw(conf html logs tmp));
     $SIG{PIPE} = 'IGNORE';
@@ -207,12 +210,13 @@ sub nginx_t {
 
 sub nginx_pid { $nginx_pid }
 
-sub worker_pids {
+sub worker_pids {     # in scalar context: how many
     return () unless $nginx_pid;
     return ($nginx_pid) if $VALGRIND;       # master_process off
-    return sort { $a <=> $b } grep {
+    my @w = sort { $a <=> $b } grep {
         _slurp("/proc/$_/cmdline") =~ /^nginx: worker process(?! is shutting)/
     } map { $_->[0] } grep { $_->[1] == $nginx_pid } _procs();
+    return @w;
 }
 
 sub count_fds {
@@ -222,7 +226,10 @@ sub count_fds {
 
 sub error_log_text { _slurp("$SERVROOT/logs/error.log", $log_off) }
 
+# Starts nginx, waits until its port accepts connections and all its
+# workers run (so that worker_pids() is complete in --- init and --- check).
 sub _start_nginx {
+    my ($want) = @_;
     $nginx_pid = _spawn("$SERVROOT/logs/stderr.log", "$SERVROOT/logs",
                         _nginx_cmd($SERVROOT, 'conf/nginx.conf'));
     my $limit = $VALGRIND ? 60 : 5;
@@ -231,10 +238,12 @@ sub _start_nginx {
             $nginx_pid = undef;
             return 'nginx exited at startup: ' . _status($?);
         }
-        return undef if IO::Socket::IP->new(PeerHost => '127.0.0.1',
-                                            PeerPort => $PORT, Proto => 'tcp');
+        return undef if worker_pids() >= ($VALGRIND ? 1 : $want)
+            && IO::Socket::IP->new(PeerHost => '127.0.0.1', PeerPort => $PORT,
+                                   Proto => 'tcp');
     }
-    return "nginx did not accept connections on port $PORT in $limit s";
+    return "nginx did not accept connections on port $PORT or did not start"
+        . " $want workers in $limit s";
 }
 
 # HUP, then wait until only new workers (as many as wanted) are running.
@@ -255,7 +264,7 @@ sub _reload_nginx {
     return 'reload did not replace the worker processes in 10 s';
 }
 
-# Stops nginx with QUIT (then TERM, KILL); returns a problem or undef.
+# Stops nginx with QUIT (KILL after a timeout); returns a problem or undef.
 sub _stop_nginx {
     return undef unless $nginx_pid;
     my ($pid, @workers) = ($nginx_pid, worker_pids());
@@ -264,9 +273,7 @@ sub _stop_nginx {
     kill QUIT => $pid;
     sleep 0.01 until ($exited = _exited($pid)) || time > $end;
     if (!$exited) {
-        $problem = 'nginx did not exit on QUIT in ' . 10 * $SLOW . ' s';
-        kill TERM => $pid;
-        sleep 0.05 until _exited($pid) || time > $end + 2;
+        $problem = 'nginx did not exit on QUIT in ' . 10 * $SLOW . ' s, killed';
         kill KILL => $pid;
         waitpid $pid, 0;
     } elsif ($?) {
@@ -407,9 +414,7 @@ master_process $master;
 error_log logs/error.log debug;
 pid logs/nginx.pid;
 $user
-events {
-    worker_connections 1024;
-}
+events { worker_connections 1024; }
 $main
 http {
     access_log logs/access.log;
@@ -433,7 +438,7 @@ sub _patterns {     # error_log / no_error_log values as a list
 }
 
 sub _match { ref $_[1] ? $_[0] =~ $_[1] : index($_[0], $_[1]) >= 0 }
-sub _nth { ref $_[0] eq 'ARRAY' ? $_[0][$_[1]] : $_[0] }
+sub _nth { ref $_[0] eq 'ARRAY' ? $_[0][$_[1]] : $_[0] }   # per request
 
 sub _check_response {
     my ($tn, $r, $i, $v, $sfx) = @_;
@@ -443,19 +448,16 @@ sub _check_response {
                             . "\nraw response:\n$r->{raw}") if defined $code;
     for my $kind (qw(response_headers response_headers_like)) {
         for (grep { /\S/ } split /\n/, _nth($v->{$kind}, $i) // '') {
-            if (/^\s*!\s*([\w-]+)\s*$/) {
-                Test::More::ok(!defined $r->{headers}{lc $1},
-                    "$tn - header $1 absent$sfx");
-                next;
-            }
-            my ($name, $want) = /^\s*([\w-]+)\s*:\s?(.*?)\s*$/
-                or die "bad $kind line '$_'\n";
+            my ($not, $name, $want) = /^\s*(!?)\s*([\w-]+)\s*(?::\s?(.*?))?\s*$/;
+            die "bad $kind line '$_'\n" unless $name && ($not xor defined $want);
             my $got = $r->{headers}{lc $name};
             $got = join ', ', @$got if ref $got;
-            $kind eq 'response_headers'
-                ? Test::More::is($got, $want, "$tn - header $name ok$sfx")
-                : Test::More::like($got // '', qr/$want/,
-                                   "$tn - header $name like ok$sfx");
+            if ($not) { Test::More::ok(!defined $got, "$tn - header $name absent$sfx") }
+            elsif ($kind eq 'response_headers') {
+                Test::More::is($got, $want, "$tn - header $name ok$sfx");
+            } else {
+                Test::More::like($got // '', qr/$want/, "$tn - header $name like ok$sfx");
+            }
         }
     }
     my $body = _nth($v->{response_body}, $i);
@@ -491,20 +493,18 @@ sub _check_logs {
         or Test::More::diag(join "\n", @mem);
 }
 
-sub _mark_logs {
-    $log_off = -s "$SERVROOT/logs/error.log" // 0;
-    $stderr_off = -s "$SERVROOT/logs/stderr.log" // 0;
-}
-
 sub _stderr_text { _slurp("$SERVROOT/logs/stderr.log", $stderr_off) }
+sub _mark_logs {    # the next block's logs start here
+    ($log_off, $stderr_off) = map { -s "$SERVROOT/logs/$_" // 0 } qw(error.log stderr.log);
+}
 
 sub _run_block {
     my ($b) = @_;
     my $tn = $b->{name};
     return Test::More->builder->skip("$tn - SKIP") if exists $b->{sec}{SKIP};
+    local $PsdTest::Redis::OWNER = 'block';     # also for eval sections
     my %v = eval { _values($b) };
     return _fail("$tn - sections are valid", $@) if $@;
-    local $PsdTest::Redis::OWNER = 'block';
     local $PsdTest::HTTP::TIMEOUT = ($v{timeout} // 10) * $SLOW;
 
     eval { redis_start(); redis_cmd('FLUSHALL') eq 'OK' or die "no OK\n" }
@@ -523,7 +523,8 @@ sub _run_block {
         return _check_logs($tn, \%v, $out . error_log_text(), '', 1);
     }
 
-    my $err = $HUP && $nginx_pid ? _reload_nginx($v{workers} // 1) : _start_nginx();
+    my $workers = $v{workers} // 1;
+    my $err = $HUP && $nginx_pid ? _reload_nginx($workers) : _start_nginx($workers);
     if ($err) {
         _fail("$tn - nginx started", "$err\n" . _stderr_text() . error_log_text());
         return _stop_nginx();
@@ -559,11 +560,9 @@ sub _run_block {
 }
 
 sub run_tests {
-    my $module = module_path();
-    Test::More::BAIL_OUT("$module not found: run make build first")
-        unless -f $module;
+    my ($module, $data) = (module_path(), do { local $/; readline \*main::DATA });
+    Test::More::BAIL_OUT("$module not found: run make build first") unless -f $module;
     Test::More::BAIL_OUT("$NGINX is not executable") unless -x $NGINX;
-    my $data = do { local $/; no warnings 'once'; readline \*main::DATA };
     Test::More::BAIL_OUT("$0 has no __DATA__ blocks") unless defined $data;
     my @blocks = _parse_blocks($data);
     my @only = grep { exists $_->{sec}{ONLY} } @blocks;

@@ -1,10 +1,7 @@
 package PsdTest::HTTP;
 
-# A tiny HTTP/1.x client: raw requests in, parsed responses out.  A response
-# is { status => 200, headers => { 'content-type' => '...', ... },
-# body => '...', raw => '...', error => 'timeout' or undef }; header names
-# are lowercased and a repeated header gives an array ref; status is undef
-# when no complete status line came back.
+# A tiny HTTP/1.x client: raw requests in, parsed responses out (hashrefs
+# { status, headers, body, raw, error }, see t/lib/README.md).
 
 use strict;
 use warnings;

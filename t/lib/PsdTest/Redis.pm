@@ -20,6 +20,7 @@ our ($PORT, $FAKE_PORT, $SERVROOT);     # set by PsdTest
 our $BINARY = $ENV{TEST_NGINX_REDIS_BINARY} || '/usr/bin/redis-server';
 our $TIMEOUT = 5;       # seconds for one redis_cmd
 our $OWNER;             # tag of the fake servers started now (PsdTest: block)
+our @CLOSE_IN_CHILD;    # handles a fake server must not keep (PsdTest's locks)
 my ($pid, $stopped, @fakes);
 
 sub redis_port { $PORT }
@@ -144,9 +145,14 @@ sub fake_redis_start {
     my $l = IO::Socket::IP->new(LocalHost => '127.0.0.1', LocalPort => $port,
                                 Listen => 128, ReuseAddr => 1, Proto => 'tcp')
         or die "fake_redis_start: cannot listen on $port: $@\n";
+    make_path("$SERVROOT/redis");
     my $spid = fork // die "fork: $!";
     if (!$spid) {
         POSIX::setpgid(0, 0);   # fake_redis_stop kills the process group
+        # Not holding the test's locks, and findable (like redis-server, by
+        # its cwd) by the next run if this one is killed hard.
+        close $_ for @CLOSE_IN_CHILD;
+        chdir "$SERVROOT/redis";
         @SIG{qw(CHLD PIPE INT TERM HUP)} = qw(IGNORE DEFAULT DEFAULT DEFAULT DEFAULT);
         while (1) {
             my $c = $l->accept or next;
