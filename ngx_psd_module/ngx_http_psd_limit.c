@@ -84,10 +84,12 @@ typedef struct {
     int64_t                       reset_ms;
     int64_t                       retry_ms;
     ngx_msec_t                    delay;
+    ngx_uint_t                    uri_changes;
     ngx_uint_t                    index[NGX_HTTP_PSD_LIMIT_MAX];
     unsigned                      waiting:1;
     unsigned                      done:1;
     unsigned                      headers_set:1;
+    unsigned                      fail_closed:1;
 } ngx_http_psd_limit_ctx_t;
 
 
@@ -107,6 +109,8 @@ static ngx_int_t ngx_http_psd_limit_handler(ngx_http_request_t *r);
 static void ngx_http_psd_limit_checked(ngx_http_psd_redis_call_t *call);
 static void ngx_http_psd_limit_local(ngx_http_request_t *r,
     ngx_http_psd_limit_ctx_t *ctx);
+static void ngx_http_psd_limit_refund(ngx_http_request_t *r,
+    ngx_http_psd_limit_t *limit);
 static ngx_int_t ngx_http_psd_limit_finish(ngx_http_request_t *r,
     ngx_http_psd_limit_ctx_t *ctx);
 static void ngx_http_psd_limit_delay(ngx_http_request_t *r);
@@ -212,6 +216,29 @@ static ngx_http_variable_t  ngx_http_psd_limit_vars[] = {
 
 static ngx_http_psd_redis_script_t  ngx_http_psd_limit_script = {
     "gcra", psd_rate_gcra_script, ""
+};
+
+
+/*
+ * Gives back one request's charge: KEYS[1] the limit's key, ARGV[1] the
+ * interval in µs.
+ */
+
+static ngx_http_psd_redis_script_t  ngx_http_psd_limit_refund_script = {
+    "gcra_refund",
+    "local tat = tonumber(redis.call('GET', KEYS[1]))\n"
+    "if tat == nil then return 0 end\n"
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "tat = tat - tonumber(ARGV[1])\n"
+    "if tat <= now then\n"
+    "  redis.call('DEL', KEYS[1])\n"
+    "else\n"
+    "  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX',\n"
+    "             string.format('%.0f', math.ceil((tat - now) / 1000)))\n"
+    "end\n"
+    "return 1\n",
+    ""
 };
 
 
@@ -417,6 +444,17 @@ ngx_http_psd_limit_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"%V\" must have \"key=\" and \"rate=\"",
                            &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    /* the GCRA's arithmetic stays exact below 2^50 µs (35 years) */
+
+    if ((int64_t) (zone->burst + 1)
+        > PSD_RATE_SPAN_MAX / (zone->rate.interval * (int64_t) zone->nodes))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "burst=%i is too large for rate and nodes of "
+                           "zone \"%V\"", zone->burst, &zone->name);
         return NGX_CONF_ERROR;
     }
 
@@ -641,7 +679,10 @@ ngx_http_psd_limit_init(ngx_conf_t *cf)
     }
 
     if (ngx_http_psd_redis_register_script(cf, &ngx_http_psd_limit_script)
-        != NGX_OK)
+        != NGX_OK
+        || ngx_http_psd_redis_register_script(cf,
+                                          &ngx_http_psd_limit_refund_script)
+           != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -680,27 +721,39 @@ ngx_http_psd_limit_handler(ngx_http_request_t *r)
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_limit_module);
 
-    if (llcf->limits == NULL || r->internal) {
-        /* what clients ask for is limited once: not redirects, subrequests */
+    if (llcf->limits == NULL || r != r->main) {
         return NGX_DECLINED;
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_psd_limit_module);
+    /*
+     * A client request is limited once: an internal redirect to a limited
+     * location (try_files to @app, X-Accel-Redirect) is limited if the
+     * request was not yet, and not again if it was.
+     */
+
+    ctx = ngx_http_psd_ctx_get(r, &ngx_http_psd_limit_module);
 
     if (ctx) {
         if (ctx->waiting) {
             return NGX_AGAIN;
         }
 
+        /* every internal redirect counts r->uri_changes down */
+
+        if (ctx->done && r->uri_changes != ctx->uri_changes) {
+            return NGX_DECLINED;
+        }
+
         return ngx_http_psd_limit_finish(r, ctx);
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_psd_limit_ctx_t));
+    ctx = ngx_http_psd_ctx_create(r, &ngx_http_psd_limit_module,
+                                  sizeof(ngx_http_psd_limit_ctx_t));
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_http_set_ctx(r, ctx, ngx_http_psd_limit_module);
+    ctx->uri_changes = r->uri_changes;
 
     limits = llcf->limits->elts;
     call = NULL;
@@ -781,7 +834,7 @@ ngx_http_psd_limit_checked(ngx_http_psd_redis_call_t *call)
     ngx_http_request_t  *r = call->data;
 
     int64_t                         reset, delay, interval_ms;
-    ngx_uint_t                      i, failed;
+    ngx_uint_t                      i, failed, allowed;
     redisReply                     *reply, **e;
     ngx_http_psd_limit_t           *limits;
     ngx_http_psd_limit_ctx_t       *ctx;
@@ -792,6 +845,7 @@ ngx_http_psd_limit_checked(ngx_http_psd_redis_call_t *call)
     limits = llcf->limits->elts;
 
     ctx->done = 1;
+    allowed = 0;
     ctx->status = NGX_HTTP_PSD_LIMIT_PASSED;
     ctx->rc = NGX_DECLINED;
     ctx->remaining = -1;
@@ -860,6 +914,9 @@ ngx_http_psd_limit_checked(ngx_http_psd_redis_call_t *call)
             continue;
         }
 
+        /* charged: given back below if another zone rejects */
+        allowed |= (ngx_uint_t) 1 << i;
+
         /*
          * Without nodelay, a request inside the burst waits until the rate
          * admits it, as limit_req does: the part of the bucket that was
@@ -887,12 +944,14 @@ ngx_http_psd_limit_checked(ngx_http_psd_redis_call_t *call)
             ngx_http_psd_log(NGX_LOG_WARN, r, 0,
                              "psd_limit: redis %s, request let through "
                              "unlimited",
-                             ngx_http_psd_redis_status_name(call->status));
+                             call->status == NGX_HTTP_PSD_REDIS_OK
+                             ? "error"
+                             : ngx_http_psd_redis_status_name(call->status));
             break;
 
         case NGX_HTTP_PSD_FAIL_CLOSED:
             ctx->status = NGX_HTTP_PSD_LIMIT_ERROR;
-            ctx->rc = NGX_HTTP_SERVICE_UNAVAILABLE;
+            ctx->fail_closed = 1;
             ngx_http_psd_count(LIMIT_FAIL_CLOSED);
             break;
 
@@ -908,7 +967,19 @@ ngx_http_psd_limit_checked(ngx_http_psd_redis_call_t *call)
                          "psd_limit: rejected by zone \"%V\"",
                          &ctx->limited->zone->name);
 
-    } else {
+        /*
+         * As limit_req: a request counts against its zones only if all of
+         * them let it pass.  The zones stand under different hash tags, so
+         * the charges are given back rather than decided in one script.
+         */
+
+        for (i = 0; i < llcf->limits->nelts; i++) {
+            if (allowed & ((ngx_uint_t) 1 << i)) {
+                ngx_http_psd_limit_refund(r, &limits[i]);
+            }
+        }
+
+    } else if (ctx->status == NGX_HTTP_PSD_LIMIT_PASSED) {
         ngx_http_psd_count(LIMIT_PASSED);
     }
 
@@ -920,6 +991,53 @@ ngx_http_psd_limit_checked(ngx_http_psd_redis_call_t *call)
         ctx->waiting = 0;
         ngx_http_psd_redis_resume(r);
     }
+}
+
+
+static void
+ngx_http_psd_limit_refund(ngx_http_request_t *r, ngx_http_psd_limit_t *limit)
+{
+    u_char                     *p;
+    size_t                      argvlen[2];
+    ngx_str_t                   key;
+    const char                 *argv[2];
+    ngx_http_psd_redis_call_t  *call;
+    u_char                      interval[NGX_INT64_LEN];
+    u_char                      rkey[NGX_HTTP_PSD_LIMIT_KEY_MAX + 80];
+
+    if (ngx_http_complex_value(r, &limit->zone->key, &key) != NGX_OK
+        || key.len == 0)
+    {
+        return;
+    }
+
+    if (key.len > NGX_HTTP_PSD_LIMIT_KEY_MAX) {
+        key.len = NGX_HTTP_PSD_LIMIT_KEY_MAX;
+    }
+
+    call = ngx_http_psd_redis_call_create(NULL, limit->zone->redis, 1);
+    if (call == NULL) {
+        return;
+    }
+
+    p = ngx_sprintf(rkey, "psd:{lim:%V:%V}", &limit->zone->name, &key);
+
+    argv[0] = (const char *) rkey;
+    argvlen[0] = p - rkey;
+    argv[1] = (const char *) interval;
+    argvlen[1] = ngx_sprintf(interval, "%L", limit->zone->rate.interval)
+                 - interval;
+
+    if (ngx_http_psd_redis_call_add_script(call,
+                                           &ngx_http_psd_limit_refund_script,
+                                           1, 2, argv, argvlen)
+        != NGX_OK)
+    {
+        ngx_destroy_pool(call->pool);
+        return;
+    }
+
+    (void) ngx_http_psd_redis_call_send(call, NULL, NULL);
 }
 
 
@@ -1014,7 +1132,7 @@ ngx_http_psd_limit_finish(ngx_http_request_t *r,
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_limit_module);
 
-    if (ctx->rc == NGX_HTTP_SERVICE_UNAVAILABLE) {
+    if (ctx->fail_closed) {
         return ngx_http_psd_finalize_in_phase(r,
                                         ngx_http_psd_send_unavailable(r, 1));
     }
@@ -1170,7 +1288,7 @@ ngx_http_psd_limit_variable(ngx_http_request_t *r,
 {
     ngx_http_psd_limit_ctx_t  *ctx;
 
-    ctx = ngx_http_get_module_ctx(r->main, ngx_http_psd_limit_module);
+    ctx = ngx_http_psd_ctx_get(r->main, &ngx_http_psd_limit_module);
 
     if (ctx == NULL || ctx->status == 0) {
         v->not_found = 1;

@@ -135,7 +135,7 @@ ngx_http_psd_metrics_zone_init(ngx_shm_zone_t *shm_zone, void *data)
 
     if (data) {
         /* a reload: the old configuration's zone data */
-        shm = ((ngx_http_psd_main_conf_t *) data)->shm_zone->data;
+        shm = shpool->data;
 
     } else if (shm_zone->shm.exists) {
         shm = shpool->data;

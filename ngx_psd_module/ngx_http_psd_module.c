@@ -345,6 +345,77 @@ ngx_http_psd_send_unavailable(ngx_http_request_t *r, time_t retry_after)
 }
 
 
+typedef struct {
+    ngx_module_t                 *module;
+    void                         *ctx;
+} ngx_http_psd_ctx_holder_t;
+
+
+static void
+ngx_http_psd_ctx_cleanup(void *data)
+{
+    /* nothing to free: the holder marks where a context can be found */
+}
+
+
+void *
+ngx_http_psd_ctx_create(ngx_http_request_t *r, ngx_module_t *module,
+    size_t size)
+{
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_psd_ctx_holder_t  *holder;
+
+    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_psd_ctx_holder_t));
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    holder = cln->data;
+    holder->module = module;
+    holder->ctx = ngx_pcalloc(r->pool, size);
+
+    if (holder->ctx == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_psd_ctx_cleanup;
+
+    ngx_http_set_ctx(r, holder->ctx, (*module));
+
+    return holder->ctx;
+}
+
+
+void *
+ngx_http_psd_ctx_get(ngx_http_request_t *r, ngx_module_t *module)
+{
+    void                       *ctx;
+    ngx_pool_cleanup_t         *cln;
+    ngx_http_psd_ctx_holder_t  *holder;
+
+    ctx = ngx_http_get_module_ctx(r, (*module));
+
+    if (ctx || !r->internal) {
+        return ctx;
+    }
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler != ngx_http_psd_ctx_cleanup) {
+            continue;
+        }
+
+        holder = cln->data;
+
+        if (holder->module == module) {
+            ngx_http_set_ctx(r, holder->ctx, (*module));
+            return holder->ctx;
+        }
+    }
+
+    return NULL;
+}
+
+
 /*
  * A phase handler that sent its own response (a JSON error) finalizes the
  * request itself: returning the output's rc would let the phases go on to

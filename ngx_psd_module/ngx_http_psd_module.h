@@ -72,6 +72,15 @@ ngx_int_t ngx_http_psd_finalize_in_phase(ngx_http_request_t *r,
         (r)->connection->log->handler = psd_handler_;                        \
     }
 
+/*
+ * Module contexts that survive internal redirects (error_page, try_files,
+ * X-Accel-Redirect), which clear ordinary ones: a feature decides once per
+ * client request and its variables still read right in the log phase.
+ */
+void *ngx_http_psd_ctx_create(ngx_http_request_t *r, ngx_module_t *module,
+    size_t size);
+void *ngx_http_psd_ctx_get(ngx_http_request_t *r, ngx_module_t *module);
+
 ngx_int_t ngx_http_psd_secret_file(ngx_conf_t *cf, ngx_str_t *name,
     size_t min_len, size_t max_len, ngx_str_t *secret);
 

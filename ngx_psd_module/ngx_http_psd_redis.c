@@ -172,10 +172,10 @@ ngx_http_psd_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
-    for (i = 0; i < value[1].len; i++) {
-        if (!(isalnum(value[1].data[i]) || value[1].data[i] == '_'
-              || value[1].data[i] == '-')
-            || value[1].len > 63)
+    for (i = 0; i == 0 || i < value[1].len; i++) {
+        if (value[1].len == 0 || value[1].len > 63
+            || !(isalnum(value[1].data[i]) || value[1].data[i] == '_'
+                 || value[1].data[i] == '-'))
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "invalid redis server name \"%V\", use up to "
@@ -225,6 +225,7 @@ ngx_http_psd_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     server->addrs = u.addrs;
     server->naddrs = u.naddrs;
+    server->host = u.host;
 
     for (i = 3; i < cf->args->nelts; i++) {
         rv = ngx_http_psd_redis_option(cf, server, &value[i]);
@@ -964,7 +965,7 @@ ngx_http_psd_redis_tls_handshaked(ngx_connection_t *c)
         }
 
         name = server->tls_server_name.len ? &server->tls_server_name
-                                           : &server->target;
+                                           : &server->host;
 
         if (ngx_ssl_check_host(c, name) != NGX_OK) {
             ngx_log_error(NGX_LOG_ERR, &conn->log, 0,

@@ -33,6 +33,7 @@ typedef void (*ngx_http_psd_redis_handler_pt)(ngx_http_psd_redis_call_t *call);
 struct ngx_http_psd_redis_server_s {
     ngx_str_t                     name;
     ngx_str_t                     target;     /* as written, for logs */
+    ngx_str_t                     host;       /* what a certificate names */
     ngx_addr_t                   *addrs;
     ngx_uint_t                    naddrs;
 
