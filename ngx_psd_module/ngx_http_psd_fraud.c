@@ -39,6 +39,7 @@
 
 typedef struct {
     ngx_str_t                     name;
+    ngx_str_t                     suffix;   /* name.<digest of the rule> */
     psd_rule_t                    rule;
     psd_rule_action_e             action;
     ngx_uint_t                    failure_mode;
@@ -108,8 +109,6 @@ static char *ngx_http_psd_fraud_rule(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_psd_fraud_blocklist(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_psd_fraud_admin(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_http_psd_fraud_api_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_int_t ngx_http_psd_fraud_handler(ngx_http_request_t *r);
 static void ngx_http_psd_fraud_checked(ngx_http_psd_redis_call_t *call);
@@ -183,9 +182,9 @@ static ngx_command_t  ngx_http_psd_fraud_commands[] = {
 
     { ngx_string("psd_fraud_api_key"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_psd_fraud_api_key,
+      ngx_http_psd_conf_set_secret_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
-      0,
+      offsetof(ngx_http_psd_fraud_loc_conf_t, api_key),
       NULL },
 
       ngx_null_command
@@ -297,6 +296,8 @@ ngx_http_psd_fraud_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_psd_fraud_loc_conf_t  *prev = parent;
     ngx_http_psd_fraud_loc_conf_t  *conf = child;
 
+    ngx_http_core_loc_conf_t  *clcf;
+
     if (conf->rules == NULL) {
         conf->rules = prev->rules;
         conf->groups = prev->groups;
@@ -323,6 +324,15 @@ ngx_http_psd_fraud_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                            "\"psd_fraud on\" without any \"psd_fraud_rule\" "
                            "or \"psd_fraud_blocklist\"");
         return NGX_CONF_ERROR;
+    }
+
+    if (conf->admin) {
+        /* the body is read into one buffer, never a file */
+        clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+        if (clcf->client_body_buffer_size < NGX_HTTP_PSD_FRAUD_BODY_MAX) {
+            clcf->client_body_buffer_size = NGX_HTTP_PSD_FRAUD_BODY_MAX;
+        }
     }
 
     if (conf->admin && conf->api_key.len == 0) {
@@ -374,7 +384,8 @@ ngx_http_psd_fraud_rule(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ngx_uint_t                   i, k;
     ngx_http_psd_fraud_rule_t   *rule, *rules;
     ngx_http_psd_fraud_group_t  *group, *groups;
-    char                         err[PSD_RULE_ERR_LEN];
+    u_char                       md[PSD_SHA256_LEN];
+    char                         err[PSD_RULE_TEXT_LEN];
 
     value = cf->args->elts;
 
@@ -455,6 +466,23 @@ ngx_http_psd_fraud_rule(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             return NGX_CONF_ERROR;
         }
     }
+
+    /*
+     * Counters are named after what the rule counts, not only its name:
+     * two locations may give one name to different rules.
+     */
+
+    len = psd_rule_format(&rule->rule, err, sizeof(err));
+    (void) psd_sha256((u_char *) err, ngx_min(len, sizeof(err) - 1), md);
+
+    rule->suffix.data = ngx_pnalloc(cf->pool, value[1].len + 1 + 8);
+    if (rule->suffix.data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    p = ngx_sprintf(rule->suffix.data, "%V.", &value[1]);
+    p = ngx_hex_dump(p, md, 4);
+    rule->suffix.len = p - rule->suffix.data;
 
     if (rule->rule.var[0]) {
         rule->operand = ngx_palloc(cf->pool,
@@ -618,45 +646,10 @@ ngx_http_psd_fraud_admin(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-static char *
-ngx_http_psd_fraud_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_psd_fraud_loc_conf_t  *flcf = conf;
-
-    ngx_str_t  *value;
-
-    if (flcf->api_key.data) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    if (ngx_http_psd_secret_file(cf, &value[1], 16, 512, &flcf->api_key)
-        != NGX_OK)
-    {
-        return NGX_CONF_ERROR;
-    }
-
-    return NGX_CONF_OK;
-}
-
-
 static ngx_int_t
 ngx_http_psd_fraud_add_variables(ngx_conf_t *cf)
 {
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_psd_fraud_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
+    return ngx_http_psd_add_variables(cf, ngx_http_psd_fraud_vars);
 }
 
 
@@ -850,6 +843,11 @@ ngx_http_psd_fraud_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, ctx, ngx_http_psd_fraud_module);
 
+    /* only our decision may reach the application under this name */
+    if (ngx_http_psd_headers_in_remove(r, "X-PSD-Fraud", 0) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     ctx->decision = NGX_HTTP_PSD_FRAUD_PASS;
     ctx->rc = NGX_DECLINED;
 
@@ -898,7 +896,7 @@ ngx_http_psd_fraud_handler(ngx_http_request_t *r)
 
             p = ngx_sprintf(keys, "psd:{fr:%*s}:%V",
                             (size_t) NGX_HTTP_PSD_FRAUD_DIGEST_LEN, tag,
-                            &rules[i].name);
+                            &rules[i].suffix);
             argv[argc] = (const char *) keys;
             argvlen[argc++] = p - keys;
             keys = p;
@@ -1331,7 +1329,6 @@ ngx_http_psd_fraud_variable(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_psd_fraud_admin_handler(ngx_http_request_t *r)
 {
-    ngx_str_t                      *auth;
     ngx_int_t                       rc;
     ngx_http_psd_fraud_loc_conf_t  *flcf;
 
@@ -1342,15 +1339,7 @@ ngx_http_psd_fraud_admin_handler(ngx_http_request_t *r)
                                             "method_not_allowed", NULL);
     }
 
-    auth = r->headers_in.authorization
-           ? &r->headers_in.authorization->value : NULL;
-
-    if (auth == NULL
-        || auth->len != sizeof("Bearer ") - 1 + flcf->api_key.len
-        || ngx_strncasecmp(auth->data, (u_char *) "Bearer ", 7) != 0
-        || !psd_ct_equal(auth->data + 7, flcf->api_key.data,
-                         flcf->api_key.len))
-    {
+    if (!ngx_http_psd_bearer_ok(r, &flcf->api_key)) {
         return ngx_http_psd_send_json_error(r, NGX_HTTP_UNAUTHORIZED,
                                             "unauthorized", NULL);
     }
@@ -1453,7 +1442,7 @@ ngx_http_psd_fraud_admin_event(ngx_http_request_t *r,
 
         p = ngx_sprintf(key, "psd:{fr:%*s}:%V",
                         (size_t) NGX_HTTP_PSD_FRAUD_DIGEST_LEN, tag,
-                        &rules[i].name);
+                        &rules[i].suffix);
 
         argv[0] = (const char *) key;
         argvlen[0] = p - key;
@@ -1562,47 +1551,21 @@ ngx_http_psd_fraud_admin_blocklist(ngx_http_request_t *r, json_t *body,
 static void
 ngx_http_psd_fraud_admin_body(ngx_http_request_t *r)
 {
-    size_t                          len;
     json_t                         *body;
     ngx_int_t                       rc;
-    ngx_buf_t                      *b;
-    ngx_chain_t                    *cl;
-    json_error_t                    err;
+    const char                     *error;
     ngx_http_psd_redis_call_t      *call;
     ngx_http_psd_fraud_loc_conf_t  *flcf;
-    u_char                          buf[NGX_HTTP_PSD_FRAUD_BODY_MAX];
 
     flcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_fraud_module);
 
-    len = 0;
+    rc = ngx_http_psd_body_json(r, NGX_HTTP_PSD_FRAUD_BODY_MAX,
+                                (void **) &body, &error);
 
-    for (cl = r->request_body ? r->request_body->bufs : NULL;
-         cl;
-         cl = cl->next)
-    {
-        b = cl->buf;
-
-        if (b->in_file || len + (b->last - b->pos) > sizeof(buf)) {
-            ngx_http_finalize_request(r, ngx_http_psd_send_json_error(r,
-                                      NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                      "body_too_large", NULL));
-            return;
-        }
-
-        ngx_memcpy(buf + len, b->pos, b->last - b->pos);
-        len += b->last - b->pos;
-    }
-
-    body = json_loadb((const char *) buf, len, JSON_REJECT_DUPLICATES, &err);
-
-    if (body == NULL || !json_is_object(body)) {
-        if (body) {
-            json_decref(body);
-        }
-
-        ngx_http_finalize_request(r, ngx_http_psd_send_json_error(r,
-                                  NGX_HTTP_BAD_REQUEST, "invalid_json",
-                                  NULL));
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, ngx_http_psd_send_json_error(r, rc,
+                                                                  error,
+                                                                  NULL));
         return;
     }
 

@@ -84,8 +84,6 @@ static char *ngx_http_psd_link_key(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_psd_link_endpoint(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static void ngx_http_psd_link_hkey_free(void *data);
-static char *ngx_http_psd_link_api_key(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 
 static ngx_int_t ngx_http_psd_link_access_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_psd_link_log_handler(ngx_http_request_t *r);
@@ -187,9 +185,9 @@ static ngx_command_t  ngx_http_psd_link_commands[] = {
 
     { ngx_string("psd_link_api_key"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_psd_link_api_key,
+      ngx_http_psd_conf_set_secret_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
-      0,
+      offsetof(ngx_http_psd_link_loc_conf_t, api_key),
       NULL },
 
     { ngx_string("psd_link_issue"),
@@ -573,29 +571,6 @@ ngx_http_psd_link_hkey_free(void *data)
 
 
 static char *
-ngx_http_psd_link_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_psd_link_loc_conf_t  *llcf = conf;
-
-    ngx_str_t  *value;
-
-    if (llcf->api_key.data) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    if (ngx_http_psd_secret_file(cf, &value[1], 16, 512, &llcf->api_key)
-        != NGX_OK)
-    {
-        return NGX_CONF_ERROR;
-    }
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
 ngx_http_psd_link_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_psd_link_loc_conf_t  *llcf = conf;
@@ -618,19 +593,7 @@ ngx_http_psd_link_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 static ngx_int_t
 ngx_http_psd_link_add_variables(ngx_conf_t *cf)
 {
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_psd_link_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
+    return ngx_http_psd_add_variables(cf, ngx_http_psd_link_vars);
 }
 
 
@@ -1311,29 +1274,6 @@ ngx_http_psd_link_release(ngx_http_psd_link_ctx_t *ctx, ngx_uint_t completed,
 
 
 static ngx_int_t
-ngx_http_psd_link_authorized(ngx_http_request_t *r,
-    ngx_http_psd_link_loc_conf_t *llcf)
-{
-    ngx_str_t  *auth;
-
-    if (r->headers_in.authorization == NULL) {
-        return 0;
-    }
-
-    auth = &r->headers_in.authorization->value;
-
-    if (auth->len != sizeof("Bearer ") - 1 + llcf->api_key.len
-        || ngx_strncasecmp(auth->data, (u_char *) "Bearer ", 7) != 0)
-    {
-        return 0;
-    }
-
-    return psd_ct_equal(auth->data + 7, llcf->api_key.data,
-                        llcf->api_key.len);
-}
-
-
-static ngx_int_t
 ngx_http_psd_link_endpoint_handler(ngx_http_request_t *r)
 {
     ngx_int_t                      rc;
@@ -1346,7 +1286,7 @@ ngx_http_psd_link_endpoint_handler(ngx_http_request_t *r)
                                             "method_not_allowed", NULL);
     }
 
-    if (!ngx_http_psd_link_authorized(r, llcf)) {
+    if (!ngx_http_psd_bearer_ok(r, &llcf->api_key)) {
         return ngx_http_psd_send_json_error(r, NGX_HTTP_UNAUTHORIZED,
                                             "unauthorized", NULL);
     }
@@ -1374,54 +1314,19 @@ ngx_http_psd_link_endpoint_handler(ngx_http_request_t *r)
 static void
 ngx_http_psd_link_body_handler(ngx_http_request_t *r)
 {
-    size_t                         len;
-    json_t                        *body;
+    void                          *body;
     ngx_int_t                      rc;
-    ngx_buf_t                     *b;
-    ngx_chain_t                   *cl;
-    json_error_t                   err;
+    const char                    *error;
     ngx_http_psd_link_loc_conf_t  *llcf;
-    u_char                         buf[NGX_HTTP_PSD_LINK_BODY_MAX];
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_link_module);
 
-    len = 0;
+    rc = ngx_http_psd_body_json(r, NGX_HTTP_PSD_LINK_BODY_MAX, &body, &error);
 
-    if (r->request_body == NULL || r->request_body->temp_file) {
-        ngx_http_finalize_request(r, ngx_http_psd_send_json_error(r,
-                                  NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                  "body_too_large", NULL));
-        return;
-    }
-
-    for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        b = cl->buf;
-
-        if (b->in_file || len + (b->last - b->pos) > sizeof(buf)) {
-            ngx_http_finalize_request(r, ngx_http_psd_send_json_error(r,
-                                      NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                      "body_too_large", NULL));
-            return;
-        }
-
-        if (b->last > b->pos) {
-            ngx_memcpy(buf + len, b->pos, b->last - b->pos);
-            len += b->last - b->pos;
-        }
-    }
-
-    body = json_loadb((const char *) buf, len,
-                      JSON_REJECT_DUPLICATES,
-                      &err);
-
-    if (body == NULL || !json_is_object(body)) {
-        if (body) {
-            json_decref(body);
-        }
-
-        ngx_http_finalize_request(r, ngx_http_psd_send_json_error(r,
-                                  NGX_HTTP_BAD_REQUEST, "invalid_json",
-                                  NULL));
+    if (rc != NGX_OK) {
+        ngx_http_finalize_request(r, ngx_http_psd_send_json_error(r, rc,
+                                                                  error,
+                                                                  NULL));
         return;
     }
 

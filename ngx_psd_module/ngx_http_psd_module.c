@@ -8,10 +8,12 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 #include <openssl/crypto.h>
+#include <jansson.h>
 
 #include "ngx_http_psd_module.h"
 #include "ngx_http_psd_redis.h"
 #include "ngx_http_psd_metrics.h"
+#include "psd_crypto.h"
 
 
 static void *ngx_http_psd_create_main_conf(ngx_conf_t *cf);
@@ -520,6 +522,237 @@ ngx_http_psd_secret_file(ngx_conf_t *cf, ngx_str_t *name, size_t min_len,
 }
 
 
+/* an API key or reveal key from a file, into the ngx_str_t at cmd->offset */
+
+char *
+ngx_http_psd_conf_set_secret_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_str_t  *value, *secret;
+
+    secret = (ngx_str_t *) ((char *) conf + cmd->offset);
+
+    if (secret->data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_http_psd_secret_file(cf, &value[1], 16, 512, secret) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+ngx_int_t
+ngx_http_psd_add_variables(ngx_conf_t *cf, ngx_http_variable_t *vars)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_table_elt_t *
+ngx_http_psd_header_in(ngx_http_request_t *r, const char *name)
+{
+    size_t            len;
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(name);
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                return NULL;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == len
+            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
+        {
+            return &h[i];
+        }
+    }
+}
+
+
+/*
+ * Renames request headers named "name" (or starting with it, with prefix
+ * set) to "X-Client-<name>": what the application reads under X-PSD-* then
+ * comes from us alone.  Elements are renamed, not removed: upstream
+ * modules write every element of the list, and nginx points into it for
+ * the headers it knows, so elements must not move.
+ */
+
+ngx_int_t
+ngx_http_psd_headers_in_remove(ngx_http_request_t *r, const char *name,
+    ngx_uint_t prefix)
+{
+    u_char           *key, *lowcase;
+    size_t            len;
+    ngx_uint_t        i, k;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    len = ngx_strlen(name);
+
+    for (part = &r->headers_in.headers.part; part; part = part->next) {
+        h = part->elts;
+
+        for (i = 0; i < part->nelts; i++) {
+            if (!(prefix ? h[i].key.len >= len : h[i].key.len == len)
+                || ngx_strncasecmp(h[i].key.data, (u_char *) name, len) != 0)
+            {
+                continue;
+            }
+
+            key = ngx_pnalloc(r->pool, 2 * (h[i].key.len + 9));
+            if (key == NULL) {
+                return NGX_ERROR;
+            }
+
+            lowcase = key + h[i].key.len + 9;
+
+            ngx_memcpy(key, "X-Client-", 9);
+            ngx_memcpy(key + 9, h[i].key.data, h[i].key.len);
+
+            h[i].key.data = key;
+            h[i].key.len += 9;
+            h[i].hash = 0;
+
+            for (k = 0; k < h[i].key.len; k++) {
+                lowcase[k] = ngx_tolower(key[k]);
+                h[i].hash = ngx_hash(h[i].hash, lowcase[k]);
+            }
+
+            h[i].lowcase_key = lowcase;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/* "Authorization: Bearer <key>", compared in constant time */
+
+ngx_uint_t
+ngx_http_psd_bearer_ok(ngx_http_request_t *r, ngx_str_t *key)
+{
+    ngx_str_t  *auth;
+
+    if (r->headers_in.authorization == NULL || key->len == 0) {
+        return 0;
+    }
+
+    auth = &r->headers_in.authorization->value;
+
+    if (auth->len != sizeof("Bearer ") - 1 + key->len
+        || ngx_strncasecmp(auth->data, (u_char *) "Bearer ", 7) != 0)
+    {
+        return 0;
+    }
+
+    return psd_ct_equal(auth->data + 7, key->data, key->len);
+}
+
+
+/*
+ * A small JSON object from a request body that was read into memory.
+ * NGX_OK with *json (the caller decrefs it), or an HTTP status with a
+ * stable error code in *error.
+ */
+
+ngx_int_t
+ngx_http_psd_body_json(ngx_http_request_t *r, size_t max, void **json,
+    const char **error)
+{
+    u_char        *buf, *p;
+    size_t         len;
+    json_t        *j;
+    ngx_chain_t   *cl;
+    json_error_t   err;
+
+    *json = NULL;
+    len = 0;
+
+    if (r->request_body && r->request_body->temp_file) {
+        *error = "body_too_large";
+        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+    }
+
+    for (cl = r->request_body ? r->request_body->bufs : NULL;
+         cl;
+         cl = cl->next)
+    {
+        if (cl->buf->in_file) {
+            *error = "body_too_large";
+            return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+        }
+
+        len += cl->buf->last - cl->buf->pos;
+    }
+
+    if (len > max) {
+        *error = "body_too_large";
+        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+    }
+
+    buf = ngx_pnalloc(r->pool, len + 1);
+    if (buf == NULL) {
+        *error = "internal_error";
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    p = buf;
+
+    for (cl = r->request_body ? r->request_body->bufs : NULL;
+         cl;
+         cl = cl->next)
+    {
+        if (cl->buf->last > cl->buf->pos) {
+            p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
+        }
+    }
+
+    j = json_loadb((const char *) buf, len, JSON_REJECT_DUPLICATES, &err);
+
+    if (j == NULL || !json_is_object(j)) {
+        if (j) {
+            json_decref(j);
+        }
+
+        *error = "invalid_json";
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    *json = j;
+
+    return NGX_OK;
+}
+
+
 static void
 ngx_http_psd_cleanse_secret(void *data)
 {
@@ -540,4 +773,5 @@ static void
 ngx_http_psd_exit_process(ngx_cycle_t *cycle)
 {
     ngx_http_psd_redis_exit_process(cycle);
+    psd_crypto_cleanup();
 }

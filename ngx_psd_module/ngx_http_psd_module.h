@@ -81,6 +81,18 @@ void *ngx_http_psd_ctx_create(ngx_http_request_t *r, ngx_module_t *module,
     size_t size);
 void *ngx_http_psd_ctx_get(ngx_http_request_t *r, ngx_module_t *module);
 
+ngx_int_t ngx_http_psd_add_variables(ngx_conf_t *cf,
+    ngx_http_variable_t *vars);
+char *ngx_http_psd_conf_set_secret_slot(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_table_elt_t *ngx_http_psd_header_in(ngx_http_request_t *r,
+    const char *name);
+ngx_int_t ngx_http_psd_headers_in_remove(ngx_http_request_t *r, const char *name,
+    ngx_uint_t prefix);
+ngx_uint_t ngx_http_psd_bearer_ok(ngx_http_request_t *r, ngx_str_t *key);
+ngx_int_t ngx_http_psd_body_json(ngx_http_request_t *r, size_t max,
+    void **json, const char **error);
+
 ngx_int_t ngx_http_psd_secret_file(ngx_conf_t *cf, ngx_str_t *name,
     size_t min_len, size_t max_len, ngx_str_t *secret);
 

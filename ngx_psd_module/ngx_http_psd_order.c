@@ -84,8 +84,6 @@ static char *ngx_http_psd_webhook_order_path(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static char *ngx_http_psd_order_status(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_psd_order_api_key(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 static ngx_int_t ngx_http_psd_webhook_handler(ngx_http_request_t *r);
 static void ngx_http_psd_webhook_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_psd_webhook_process(ngx_http_request_t *r,
@@ -171,9 +169,9 @@ static ngx_command_t  ngx_http_psd_order_commands[] = {
 
     { ngx_string("psd_order_api_key"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_psd_order_api_key,
+      ngx_http_psd_conf_set_secret_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
-      0,
+      offsetof(ngx_http_psd_order_loc_conf_t, api_key),
       NULL },
 
     { ngx_string("psd_order_redis"),
@@ -328,6 +326,11 @@ ngx_http_psd_order_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_http_psd_order_loc_conf_t  *prev = parent;
     ngx_http_psd_order_loc_conf_t  *conf = child;
 
+    size_t                 klen;
+    ngx_uint_t             i;
+    psd_webhook_secret_t  *secrets;
+    unsigned char          key[PSD_WEBHOOK_KEY_MAX];
+
     if (conf->secrets == NULL) {
         conf->secrets = prev->secrets;
     }
@@ -358,6 +361,41 @@ ngx_http_psd_order_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"psd_webhook\" needs \"psd_webhook_secret\"");
         return NGX_CONF_ERROR;
+    }
+
+    if (conf->webhook != NGX_CONF_UNSET_UINT && conf->dedupe < 1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"psd_webhook_dedupe\" must be at least 1s");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->webhook == NGX_HTTP_PSD_WEBHOOK_STANDARD) {
+        secrets = conf->secrets->elts;
+
+        if (conf->secrets->nelts > 8) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "at most 8 \"psd_webhook_secret\" for "
+                               "\"psd_webhook standard\"");
+            return NGX_CONF_ERROR;
+        }
+
+        for (i = 0; i < conf->secrets->nelts; i++) {
+            klen = sizeof(key);
+
+            if (psd_webhook_standard_key((char *) secrets[i].data,
+                                         secrets[i].len, key, &klen)
+                != 0)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "webhook secret %ui is not a Standard "
+                                   "Webhooks secret (\"whsec_\" and base64 "
+                                   "of %d to %d bytes)", i + 1,
+                                   PSD_WEBHOOK_KEY_MIN, PSD_WEBHOOK_KEY_MAX);
+                return NGX_CONF_ERROR;
+            }
+
+            psd_cleanse(key, sizeof(key));
+        }
     }
 
     if (conf->status == NGX_HTTP_PSD_STATUS_STAFF && conf->api_key.len == 0) {
@@ -568,29 +606,6 @@ ngx_http_psd_order_status(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-static char *
-ngx_http_psd_order_api_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_psd_order_loc_conf_t  *olcf = conf;
-
-    ngx_str_t  *value;
-
-    if (olcf->api_key.data) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    if (ngx_http_psd_secret_file(cf, &value[1], 16, 512, &olcf->api_key)
-        != NGX_OK)
-    {
-        return NGX_CONF_ERROR;
-    }
-
-    return NGX_CONF_OK;
-}
-
-
 static ngx_int_t
 ngx_http_psd_order_init(ngx_conf_t *cf)
 {
@@ -741,33 +756,11 @@ ngx_http_psd_webhook_reject(ngx_http_request_t *r,
 static ngx_str_t *
 ngx_http_psd_webhook_header(ngx_http_request_t *r, const char *name)
 {
-    size_t            len;
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
-    len = ngx_strlen(name);
-    part = &r->headers_in.headers.part;
-    h = part->elts;
+    h = ngx_http_psd_header_in(r, name);
 
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                return NULL;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len == len
-            && ngx_strncasecmp(h[i].key.data, (u_char *) name, len) == 0)
-        {
-            return &h[i].value;
-        }
-    }
+    return h ? &h->value : NULL;
 }
 
 
@@ -882,6 +875,11 @@ ngx_http_psd_webhook_process(ngx_http_request_t *r,
         }
 
         len += cl->buf->last - cl->buf->pos;
+    }
+
+    if (len == 0) {
+        return ngx_http_psd_webhook_reject(r, ctx, NGX_HTTP_BAD_REQUEST,
+                                           "empty_body");
     }
 
     if (r->request_body->bufs->next == NULL) {
@@ -1005,7 +1003,11 @@ ngx_http_psd_webhook_process(ngx_http_request_t *r,
         ngx_http_psd_count(WEBHOOK_IGNORED);
         json_decref(json);
 
-        if (olcf->pass) {
+        /* a gateway retries what is not acknowledged: say we have it */
+
+        if (olcf->pass || (kind && kind->len == 6
+                           && ngx_strncmp(kind->data, "ignore", 6) == 0))
+        {
             ctx->done = 1;
             ctx->rc = NGX_DECLINED;
             return NGX_OK;
@@ -1215,7 +1217,7 @@ ngx_http_psd_order_status_handler(ngx_http_request_t *r)
 {
     u_char                         *p;
     size_t                          argvlen[6], olen;
-    ngx_str_t                       order, *auth;
+    ngx_str_t                       order;
     ngx_int_t                       rc;
     psd_link_t                     *link;
     psd_link_conf_t                 lconf;
@@ -1239,15 +1241,7 @@ ngx_http_psd_order_status_handler(ngx_http_request_t *r)
     }
 
     if (olcf->status == NGX_HTTP_PSD_STATUS_STAFF) {
-        auth = r->headers_in.authorization
-               ? &r->headers_in.authorization->value : NULL;
-
-        if (auth == NULL
-            || auth->len != sizeof("Bearer ") - 1 + olcf->api_key.len
-            || ngx_strncasecmp(auth->data, (u_char *) "Bearer ", 7) != 0
-            || !psd_ct_equal(auth->data + 7, olcf->api_key.data,
-                             olcf->api_key.len))
-        {
+        if (!ngx_http_psd_bearer_ok(r, &olcf->api_key)) {
             return ngx_http_psd_send_json_error(r, NGX_HTTP_UNAUTHORIZED,
                                                 "unauthorized", NULL);
         }

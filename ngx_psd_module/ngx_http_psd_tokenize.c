@@ -110,8 +110,6 @@ static char *ngx_http_psd_vault_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_psd_fingerprint_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static char *ngx_http_psd_reveal_key(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 static ngx_int_t ngx_http_psd_tok_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_int_t ngx_http_psd_tok_handler(ngx_http_request_t *r);
@@ -211,9 +209,9 @@ static ngx_command_t  ngx_http_psd_tok_commands[] = {
 
     { ngx_string("psd_detokenize_secret"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_http_psd_reveal_key,
+      ngx_http_psd_conf_set_secret_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
-      0,
+      offsetof(ngx_http_psd_tok_loc_conf_t, reveal_key),
       NULL },
 
     { ngx_string("psd_tokenize_redis"),
@@ -581,45 +579,10 @@ ngx_http_psd_fingerprint_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-static char *
-ngx_http_psd_reveal_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_http_psd_tok_loc_conf_t  *tlcf = conf;
-
-    ngx_str_t  *value;
-
-    if (tlcf->reveal_key.data) {
-        return "is duplicate";
-    }
-
-    value = cf->args->elts;
-
-    if (ngx_http_psd_secret_file(cf, &value[1], 16, 512, &tlcf->reveal_key)
-        != NGX_OK)
-    {
-        return NGX_CONF_ERROR;
-    }
-
-    return NGX_CONF_OK;
-}
-
-
 static ngx_int_t
 ngx_http_psd_tok_add_variables(ngx_conf_t *cf)
 {
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_psd_tok_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
+    return ngx_http_psd_add_variables(cf, ngx_http_psd_tok_vars);
 }
 
 
@@ -695,41 +658,6 @@ ngx_http_psd_tok_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 }
 
 
-static void
-ngx_http_psd_tok_strip_headers(ngx_http_request_t *r)
-{
-    ngx_uint_t        i;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-
-    /* what the application sees under X-PSD-* comes from us alone */
-
-    part = &r->headers_in.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        if (h[i].key.len > 6
-            && ngx_strncasecmp(h[i].key.data, (u_char *) "x-psd-", 6) == 0)
-        {
-            h[i].hash = 0;
-            h[i].key.len = 0;
-            h[i].lowcase_key = (u_char *) "";
-        }
-    }
-}
-
-
 static ngx_int_t
 ngx_http_psd_tok_add_header(ngx_http_request_t *r, const char *name,
     const char *lowcase, u_char *value, size_t len)
@@ -757,9 +685,7 @@ ngx_http_psd_tok_handler(ngx_http_request_t *r)
 {
     ngx_int_t                     rc;
     ngx_str_t                    *key;
-    ngx_uint_t                    i;
-    ngx_list_part_t              *part;
-    ngx_table_elt_t              *h;
+    ngx_table_elt_t              *h, *reveal;
     ngx_pool_cleanup_t           *cln;
     ngx_http_psd_tok_ctx_t       *ctx;
     ngx_http_psd_tok_loc_conf_t  *tlcf;
@@ -771,6 +697,7 @@ ngx_http_psd_tok_handler(ngx_http_request_t *r)
     }
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_psd_tokenize_module);
+    reveal = NULL;
 
     if (ctx == NULL) {
 
@@ -778,29 +705,9 @@ ngx_http_psd_tok_handler(ngx_http_request_t *r)
 
             /* only the shop's own servers may reveal a card */
 
-            key = NULL;
-            part = &r->headers_in.headers.part;
-            h = part->elts;
-
-            for (i = 0; /* void */; i++) {
-                if (i >= part->nelts) {
-                    if (part->next == NULL) {
-                        break;
-                    }
-
-                    part = part->next;
-                    h = part->elts;
-                    i = 0;
-                }
-
-                if (h[i].key.len == sizeof("X-PSD-Reveal-Key") - 1
-                    && ngx_strncasecmp(h[i].key.data,
-                                       (u_char *) "X-PSD-Reveal-Key",
-                                       h[i].key.len) == 0)
-                {
-                    key = &h[i].value;
-                }
-            }
+            h = ngx_http_psd_header_in(r, "X-PSD-Reveal-Key");
+            key = h ? &h->value : NULL;
+            reveal = h;
 
             if (key == NULL || key->len != tlcf->reveal_key.len
                 || !psd_ct_equal(key->data, tlcf->reveal_key.data,
@@ -853,7 +760,15 @@ ngx_http_psd_tok_handler(ngx_http_request_t *r)
 
         ngx_http_set_ctx(r, ctx, ngx_http_psd_tokenize_module);
 
-        ngx_http_psd_tok_strip_headers(r);
+        if (ngx_http_psd_headers_in_remove(r, "X-PSD-", 1) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        /* the reveal key stops here: the gateway never sees it */
+
+        if (reveal) {
+            reveal->value.len = 0;
+        }
 
         r->request_body_in_single_buf = 1;
 

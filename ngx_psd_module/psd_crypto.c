@@ -13,6 +13,10 @@
 #include "psd_crypto.h"
 
 
+/* the one process-wide cache: released by psd_crypto_cleanup() */
+static EVP_MAC  *mac;
+
+
 int
 psd_hmac_sha256_v(const unsigned char *key, size_t key_len,
     const unsigned char *const *data, const size_t *lens, size_t n,
@@ -22,8 +26,6 @@ psd_hmac_sha256_v(const unsigned char *key, size_t key_len,
     size_t        i, out_len;
     OSSL_PARAM    params[2];
     EVP_MAC_CTX  *ctx = NULL;
-
-    static EVP_MAC  *mac;
 
     /* fetching walks OpenSSL's provider tables: do it once per process */
     if (mac == NULL) {
@@ -311,4 +313,12 @@ void
 psd_cleanse(void *p, size_t len)
 {
     OPENSSL_cleanse(p, len);
+}
+
+
+void
+psd_crypto_cleanup(void)
+{
+    EVP_MAC_free(mac);
+    mac = NULL;
 }

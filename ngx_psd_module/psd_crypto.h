@@ -72,4 +72,7 @@ int psd_random_base62(char *buf, size_t len);
 
 void psd_cleanse(void *p, size_t len);
 
+/* frees what the functions above cache; call at process exit */
+void psd_crypto_cleanup(void);
+
 #endif
