@@ -110,7 +110,13 @@
       "", "")                                                                 \
     X(REVEAL_OK, "psd_reveals_total", "result=\"ok\"", "counter",             \
       "Card reveals toward the gateway, by result.")                          \
-    X(REVEAL_DENIED, "psd_reveals_total", "result=\"denied\"", "", "")
+    X(REVEAL_DENIED, "psd_reveals_total", "result=\"denied\"", "", "")       \
+    X(SESSIONS_CREATED, "psd_checkout_sessions_created_total", "", "counter", \
+      "Checkout sessions created (conversion: orders paid / sessions).")      \
+    X(IDEMPOTENT_REPLAYS, "psd_idempotent_replays_total", "", "counter",      \
+      "Repeated checkout requests answered with the stored response.")        \
+    X(IDEMPOTENT_CONFLICTS, "psd_idempotent_conflicts_total", "", "counter",  \
+      "Idempotency keys in flight (409) or reused with another payload (422).")
 
 
 /* LINK_MALFORMED to LINK_BUSY follow the order of the link statuses */

@@ -20,6 +20,7 @@
 #include "ngx_http_psd_redis.h"
 #include "ngx_http_psd_metrics.h"
 #include "ngx_http_psd_tokenize.h"
+#include "ngx_http_psd_checkout.h"
 #include "psd_card.h"
 #include "psd_crypto.h"
 #include "psd_form.h"
@@ -87,7 +88,9 @@ typedef struct {
     u_char                        brand[16];
     u_char                        last4[5];
     u_char                        fingerprint[PSD_FP_LEN];
+    ngx_uint_t                    vault_cmds;
     unsigned                      have_card:1;
+    unsigned                      collected:1;
     unsigned                      body_wait:1;
     unsigned                      body_done:1;
     unsigned                      waiting:1;
@@ -114,6 +117,8 @@ static ngx_int_t ngx_http_psd_tok_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_int_t ngx_http_psd_tok_handler(ngx_http_request_t *r);
 static void ngx_http_psd_tok_body(ngx_http_request_t *r);
+static ngx_int_t ngx_http_psd_tok_collect(ngx_http_request_t *r,
+    ngx_http_psd_tok_ctx_t *ctx);
 static ngx_int_t ngx_http_psd_tok_process(ngx_http_request_t *r,
     ngx_http_psd_tok_ctx_t *ctx);
 static void ngx_http_psd_tok_stored(ngx_http_psd_redis_call_t *call);
@@ -687,8 +692,9 @@ ngx_http_psd_tok_handler(ngx_http_request_t *r)
     ngx_str_t                    *key;
     ngx_table_elt_t              *h, *reveal;
     ngx_pool_cleanup_t           *cln;
-    ngx_http_psd_tok_ctx_t       *ctx;
-    ngx_http_psd_tok_loc_conf_t  *tlcf;
+    ngx_http_psd_tok_ctx_t        *ctx;
+    ngx_http_psd_tok_loc_conf_t   *tlcf;
+    ngx_http_psd_tok_main_conf_t  *tmcf;
 
     tlcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_tokenize_module);
 
@@ -760,7 +766,11 @@ ngx_http_psd_tok_handler(ngx_http_request_t *r)
 
         ngx_http_set_ctx(r, ctx, ngx_http_psd_tokenize_module);
 
-        if (ngx_http_psd_headers_in_remove(r, "X-PSD-", 1) != NGX_OK) {
+        /* from a client, X-PSD-* headers are never taken for ours */
+
+        if (tlcf->mode == NGX_HTTP_PSD_TOK_INBOUND
+            && ngx_http_psd_headers_in_remove(r, "X-PSD-", 1) != NGX_OK)
+        {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
@@ -794,6 +804,28 @@ ngx_http_psd_tok_handler(ngx_http_request_t *r)
 
     if (ctx->waiting || !ctx->body_done) {
         return NGX_DONE;
+    }
+
+    if (!ctx->done && tlcf->mode == NGX_HTTP_PSD_TOK_INBOUND) {
+
+        /* a repeated checkout is answered before any card is stored */
+
+        rc = ngx_http_psd_tok_collect(r, ctx);
+
+        if (rc == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (rc == NGX_OK) {
+            tmcf = ngx_http_get_module_main_conf(r,
+                                                 ngx_http_psd_tokenize_module);
+
+            rc = ngx_http_psd_checkout_idempotency(r, ctx->body, ctx->len,
+                                                   &tmcf->fingerprint_key);
+            if (rc != NGX_DECLINED) {
+                return rc;
+            }
+        }
     }
 
     if (!ctx->done) {
@@ -865,6 +897,12 @@ ngx_http_psd_tok_collect(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
     size_t        len;
     ngx_chain_t  *cl;
 
+    if (ctx->collected) {
+        return ctx->body ? NGX_OK : NGX_DECLINED;
+    }
+
+    ctx->collected = 1;
+
     if (r->request_body == NULL || r->request_body->temp_file) {
         return NGX_DECLINED;
     }
@@ -924,7 +962,8 @@ ngx_http_psd_tok_process(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
     int                            month, year;
     u_char                         key[64];
     u_char                         ttl[NGX_TIME_T_LEN];
-    u_char                         env[PSD_VAULT_SEALED_MAX];
+    u_char                         env[PSD_VAULT_SEALED_MAX + 24];
+    u_char                        *session;
     long                           elen;
 
     tlcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_tokenize_module);
@@ -1220,6 +1259,21 @@ ngx_http_psd_tok_process(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
                 break;
             }
 
+            /*
+             * A token made in a checkout session is bound to it:
+             * "<session>|<envelope>" (an envelope is base64url, no '|').
+             */
+
+            session = ngx_http_psd_checkout_session(r);
+
+            if (session) {
+                ngx_memmove(env + NGX_HTTP_PSD_CHECKOUT_SESSION_LEN + 1, env,
+                            elen);
+                ngx_memcpy(env, session, NGX_HTTP_PSD_CHECKOUT_SESSION_LEN);
+                env[NGX_HTTP_PSD_CHECKOUT_SESSION_LEN] = '|';
+                elen += NGX_HTTP_PSD_CHECKOUT_SESSION_LEN + 1;
+            }
+
             argv[0] = "SET";
             argvlen[0] = 3;
             argv[1] = (const char *) key;
@@ -1362,6 +1416,14 @@ ngx_http_psd_tok_process(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
             return NGX_OK;
         }
 
+        /* the session moves on with the vault writes, in the same write */
+
+        ctx->vault_cmds = call->ncmds;
+
+        if (ngx_http_psd_checkout_tokenized(r, call) == NGX_ERROR) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
         if (ngx_http_psd_redis_call_send(call, ngx_http_psd_tok_stored, r)
             != NGX_OK)
         {
@@ -1402,7 +1464,7 @@ ngx_http_psd_tok_stored(ngx_http_psd_redis_call_t *call)
 
     ctx->done = 1;
 
-    for (i = 0; i < call->ncmds; i++) {
+    for (i = 0; i < ctx->vault_cmds; i++) {
         if (call->status != NGX_HTTP_PSD_REDIS_OK
             || call->replies[i]->type != REDIS_REPLY_STATUS)
         {
@@ -1435,8 +1497,10 @@ ngx_http_psd_tok_revealed(ngx_http_psd_redis_call_t *call)
 
     u_char                        *p;
     long                           n;
-    size_t                         i, k, edits_len;
+    char                          *env;
+    size_t                         i, k, edits_len, elen;
     redisReply                    *reply;
+    ngx_table_elt_t               *h;
     psd_edit_t                    *edits;
     ngx_http_psd_tok_ctx_t        *ctx;
     ngx_http_psd_tok_item_t       *item;
@@ -1489,9 +1553,36 @@ ngx_http_psd_tok_revealed(ngx_http_psd_redis_call_t *call)
             goto done;
         }
 
+        env = reply->str;
+        elen = reply->len;
+
+        if (elen > NGX_HTTP_PSD_CHECKOUT_SESSION_LEN
+            && env[NGX_HTTP_PSD_CHECKOUT_SESSION_LEN] == '|')
+        {
+            /* a token of a checkout session is revealed for that one only */
+
+            h = ngx_http_psd_header_in(r, "X-PSD-Checkout-Session");
+
+            if (h == NULL
+                || h->value.len != NGX_HTTP_PSD_CHECKOUT_SESSION_LEN
+                || ngx_strncmp(h->value.data, env,
+                               NGX_HTTP_PSD_CHECKOUT_SESSION_LEN) != 0)
+            {
+                (void) ngx_http_psd_tok_refuse(r, ctx, 422,
+                                     "token_session_mismatch",
+                                     (char *) item->path.data,
+                                     item->path.len);
+                ngx_http_psd_count(REVEAL_DENIED);
+                goto done;
+            }
+
+            env += NGX_HTTP_PSD_CHECKOUT_SESSION_LEN + 1;
+            elen -= NGX_HTTP_PSD_CHECKOUT_SESSION_LEN + 1;
+        }
+
         n = psd_vault_open(psd_vault_keyring_lookup, &tmcf->keyring,
-                           item->token.data, item->token.len, reply->str,
-                           reply->len, pt, sizeof(pt));
+                           item->token.data, item->token.len, env, elen,
+                           pt, sizeof(pt));
 
         if (n < 0) {
             ngx_http_psd_log(NGX_LOG_ERR, r, 0,
@@ -1563,7 +1654,7 @@ done:
 static ngx_int_t
 ngx_http_psd_tok_finish(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
 {
-    u_char        *p;
+    u_char        *p, *session;
     ngx_buf_t     *b;
     ngx_chain_t   *cl;
 
@@ -1637,6 +1728,17 @@ ngx_http_psd_tok_finish(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
         }
 
         ctx->have_card = 1;
+    }
+
+    session = ngx_http_psd_checkout_session(r);
+
+    if (session
+        && ngx_http_psd_tok_add_header(r, "X-PSD-Checkout-Session",
+                                       "x-psd-checkout-session", session,
+                                       NGX_HTTP_PSD_CHECKOUT_SESSION_LEN)
+           != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     ctx->status = 0;
