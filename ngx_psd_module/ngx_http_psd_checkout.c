@@ -66,6 +66,8 @@ static void *ngx_http_psd_checkout_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_psd_checkout_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
 static ngx_int_t ngx_http_psd_checkout_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_psd_checkout_header(ngx_http_request_t *r,
+    ngx_http_psd_checkout_ctx_t *ctx);
 static void ngx_http_psd_idem_checked(ngx_http_psd_redis_call_t *call);
 static void ngx_http_psd_idem_store(ngx_http_request_t *r,
     ngx_http_psd_checkout_ctx_t *ctx, ngx_uint_t keep);
@@ -319,6 +321,27 @@ ngx_http_psd_session_valid(u_char *p, size_t len)
 }
 
 
+static ngx_int_t
+ngx_http_psd_checkout_header(ngx_http_request_t *r,
+    ngx_http_psd_checkout_ctx_t *ctx)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_in.headers);
+    if (h == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    h->hash = 1;
+    ngx_str_set(&h->key, "X-PSD-Checkout-Session");
+    h->lowcase_key = (u_char *) "x-psd-checkout-session";
+    h->value.data = ctx->session;
+    h->value.len = NGX_HTTP_PSD_SESSION_LEN;
+
+    return NGX_DECLINED;
+}
+
+
 /*
  * The session: the cookie's when it has one, a new one otherwise (created
  * in Redis without waiting: the cookie is the proof the client holds).
@@ -360,6 +383,14 @@ ngx_http_psd_checkout_handler(ngx_http_request_t *r)
 
     ngx_str_set(&name, "psd_cs");
 
+    /* the application reads the session from us, never from the client */
+
+    if (ngx_http_psd_headers_in_remove(r, "X-PSD-Checkout-Session", 0)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     if (ngx_http_parse_multi_header_lines(&r->headers_in.cookies, &name,
                                           &cookie)
         != NGX_DECLINED
@@ -367,7 +398,8 @@ ngx_http_psd_checkout_handler(ngx_http_request_t *r)
     {
         ngx_memcpy(ctx->session, cookie.data, NGX_HTTP_PSD_SESSION_LEN);
         ctx->has_session = 1;
-        return NGX_DECLINED;
+
+        return ngx_http_psd_checkout_header(r, ctx);
     }
 
     if (psd_random_base62((char *) ctx->session, NGX_HTTP_PSD_SESSION_LEN)
@@ -377,6 +409,10 @@ ngx_http_psd_checkout_handler(ngx_http_request_t *r)
     }
 
     ctx->has_session = 1;
+
+    if (ngx_http_psd_checkout_header(r, ctx) != NGX_DECLINED) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     h = ngx_list_push(&r->headers_out.headers);
     p = ngx_pnalloc(r->pool, 128 + NGX_TIME_T_LEN);
@@ -485,6 +521,7 @@ ngx_http_psd_checkout_idempotency(ngx_http_request_t *r, u_char *body,
     const char                         *argv[3];
     ngx_table_elt_t                    *h;
     ngx_http_psd_redis_call_t          *call;
+    ngx_http_core_loc_conf_t           *core;
     ngx_http_psd_checkout_ctx_t        *ctx;
     ngx_http_psd_checkout_loc_conf_t   *clcf;
     const unsigned char                *parts[5];
@@ -543,8 +580,10 @@ ngx_http_psd_checkout_idempotency(ngx_http_request_t *r, u_char *body,
 
     /* one key space per location: the same key elsewhere is another one */
 
-    parts[0] = r->uri.data;
-    lens[0] = r->uri.len;
+    core = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    parts[0] = core->name.data;
+    lens[0] = core->name.len;
     parts[1] = (u_char *) "\n";
     lens[1] = 1;
     parts[2] = value->data;

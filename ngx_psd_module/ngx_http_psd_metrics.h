@@ -116,7 +116,24 @@
     X(IDEMPOTENT_REPLAYS, "psd_idempotent_replays_total", "", "counter",      \
       "Repeated checkout requests answered with the stored response.")        \
     X(IDEMPOTENT_CONFLICTS, "psd_idempotent_conflicts_total", "", "counter",  \
-      "Idempotency keys in flight (409) or reused with another payload (422).")
+      "Idempotency keys in flight (409) or reused with another payload (422).")\
+    X(TICKETS_OPENED, "psd_tickets_opened_total", "", "counter",              \
+      "Support tickets handed to the help desk.")                             \
+    X(TICKETS_DEFLECTED, "psd_tickets_deflected_total", "", "counter",        \
+      "Questions answered before a ticket was opened.")                       \
+    X(TICKETS_ACKNOWLEDGED, "psd_tickets_acknowledged_total", "", "counter",  \
+      "Tickets that got their first response.")                               \
+    X(TICKETS_RESOLVED, "psd_tickets_resolved_total", "", "counter",          \
+      "Tickets resolved.")                                                    \
+    X(TICKET_FIRST_RESPONSE_SECONDS, "psd_ticket_first_response_seconds_sum",\
+      "", "counter", "Seconds from opening to first response, summed.")       \
+    X(TICKET_RESOLUTION_SECONDS, "psd_ticket_resolution_seconds_sum", "",     \
+      "counter", "Seconds from opening to resolution, summed.")               \
+    X(TICKET_FIRST_RESPONSE_LATE, "psd_ticket_sla_breaches_total",            \
+      "sla=\"first_response\"", "counter",                                   \
+      "Tickets answered or resolved after their SLA time.")                   \
+    X(TICKET_RESOLUTION_LATE, "psd_ticket_sla_breaches_total",                \
+      "sla=\"resolution\"", "", "")
 
 
 /* LINK_MALFORMED to LINK_BUSY follow the order of the link statuses */
@@ -164,6 +181,13 @@ extern ngx_http_psd_metrics_shm_t  *ngx_http_psd_metrics;
     if (ngx_http_psd_metrics) {                                              \
         (void) ngx_atomic_fetch_add(                                         \
                     &ngx_http_psd_metrics->counters[NGX_HTTP_PSD_M_##id], 1);  \
+    }
+
+#define ngx_http_psd_count_add(id, n)                                        \
+    if (ngx_http_psd_metrics) {                                              \
+        (void) ngx_atomic_fetch_add(                                         \
+             &ngx_http_psd_metrics->counters[NGX_HTTP_PSD_M_##id],           \
+             (ngx_atomic_uint_t) (n));                                       \
     }
 
 #define ngx_http_psd_count_n(n)                                              \

@@ -472,6 +472,14 @@ ngx_http_psd_secret_file(ngx_conf_t *cf, ngx_str_t *name, size_t min_len,
         return NGX_ERROR;
     }
 
+    if (ngx_file_size(&fi) > (off_t) (max_len + 2)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "secret file \"%V\" must hold %uz to %uz bytes",
+                           name, min_len, max_len);
+        ngx_close_file(fd);
+        return NGX_ERROR;
+    }
+
     if (fi.st_mode & S_IROTH) {
         ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
                            "secret file \"%V\" is readable by every user",

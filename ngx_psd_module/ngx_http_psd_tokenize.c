@@ -89,9 +89,13 @@ typedef struct {
     u_char                        last4[5];
     u_char                        fingerprint[PSD_FP_LEN];
     ngx_uint_t                    vault_cmds;
+    ngx_uint_t                    uri_changes;
+    size_t                        body_wipe;   /* what cleanup wipes */
+    size_t                        out_wipe;
     unsigned                      have_card:1;
     unsigned                      collected:1;
-    unsigned                      body_wait:1;
+    unsigned                      too_large:1;
+    unsigned                      finished:1;
     unsigned                      body_done:1;
     unsigned                      waiting:1;
     unsigned                      done:1;
@@ -117,6 +121,11 @@ static ngx_int_t ngx_http_psd_tok_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_int_t ngx_http_psd_tok_handler(ngx_http_request_t *r);
 static void ngx_http_psd_tok_body(ngx_http_request_t *r);
+static ngx_http_psd_tok_ctx_t *ngx_http_psd_tok_get_ctx(
+    ngx_http_request_t *r);
+static ngx_int_t ngx_http_psd_tok_refuse(ngx_http_request_t *r,
+    ngx_http_psd_tok_ctx_t *ctx, ngx_uint_t status, const char *error,
+    const char *field, size_t len);
 static ngx_int_t ngx_http_psd_tok_collect(ngx_http_request_t *r,
     ngx_http_psd_tok_ctx_t *ctx);
 static ngx_int_t ngx_http_psd_tok_process(ngx_http_request_t *r,
@@ -273,6 +282,26 @@ static ngx_http_variable_t  ngx_http_psd_tok_vars[] = {
       2, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
+};
+
+
+/*
+ * KEYS[1] a CVV's vault key; ARGV[1] the reveal's checkout session ("" for
+ * none).  Returns the envelope and deletes it, nil when gone, or an error
+ * PSD_SESSION when the CVV belongs to another session (and stays).
+ */
+
+static ngx_http_psd_redis_script_t  ngx_http_psd_cvv_take_script = {
+    "cvv_take",
+    "local v = redis.call('GET', KEYS[1])\n"
+    "if not v then return false end\n"
+    "if string.sub(v, 23, 23) == '|'\n"
+    "   and string.sub(v, 1, 22) ~= ARGV[1] then\n"
+    "  return redis.error_reply('PSD_SESSION')\n"
+    "end\n"
+    "redis.call('DEL', KEYS[1])\n"
+    "return v\n",
+    ""
 };
 
 
@@ -607,6 +636,12 @@ ngx_http_psd_tok_init(ngx_conf_t *cf)
     ngx_http_next_request_body_filter = ngx_http_top_request_body_filter;
     ngx_http_top_request_body_filter = ngx_http_psd_tok_body_filter;
 
+    if (ngx_http_psd_redis_register_script(cf, &ngx_http_psd_cvv_take_script)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
     /*
@@ -631,10 +666,22 @@ ngx_http_psd_tok_init(ngx_conf_t *cf)
  * memory buffer, it is refused rather than written to a temporary file.
  */
 
+static void
+ngx_http_psd_tok_wipe_chain(ngx_chain_t *cl)
+{
+    for ( /* void */ ; cl; cl = cl->next) {
+        if (ngx_buf_in_memory(cl->buf) && cl->buf->last > cl->buf->pos) {
+            psd_cleanse(cl->buf->pos, cl->buf->last - cl->buf->pos);
+        }
+    }
+}
+
+
 static ngx_int_t
 ngx_http_psd_tok_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
-    ngx_chain_t                  *cl;
+    ngx_buf_t                    *b, *last;
+    ngx_chain_t                  *cl, end;
     ngx_http_psd_tok_ctx_t       *ctx;
     ngx_http_core_loc_conf_t     *clcf;
     ngx_http_psd_tok_loc_conf_t  *tlcf;
@@ -646,20 +693,68 @@ ngx_http_psd_tok_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_next_request_body_filter(r, in);
     }
 
-    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+    if (!ctx->too_large) {
+        clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
 
-    for (cl = in; cl; cl = cl->next) {
-        ctx->received += ngx_buf_size(cl->buf);
-    }
+        for (cl = in; cl; cl = cl->next) {
+            ctx->received += ngx_buf_size(cl->buf);
+        }
 
-    if (ctx->received >= (off_t) clcf->client_body_buffer_size) {
+        if (ctx->received < (off_t) clcf->client_body_buffer_size) {
+            return ngx_http_next_request_body_filter(r, in);
+        }
+
         ngx_http_psd_log(NGX_LOG_INFO, r, 0,
                          "psd_tokenize: body larger than %s refused",
                          "client_body_buffer_size");
-        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+
+        /* what was kept of it goes too: nothing of a card stays behind */
+
+        ctx->too_large = 1;
+
+        if (r->request_body) {
+            ngx_http_psd_tok_wipe_chain(r->request_body->bufs);
+
+            /* saved buffers count as busy until consumed */
+            for (cl = r->request_body->bufs; cl; cl = cl->next) {
+                cl->buf->pos = cl->buf->last;
+            }
+
+            r->request_body->bufs = NULL;
+
+            b = r->request_body->buf;
+            if (b && b->start && b->end > b->start) {
+                psd_cleanse(b->start, b->end - b->start);
+            }
+        }
     }
 
-    return ngx_http_next_request_body_filter(r, in);
+    /*
+     * The rest is read and dropped, never saved, so that the request ends
+     * with our JSON answer rather than a half-read body.
+     */
+
+    ngx_http_psd_tok_wipe_chain(in);
+
+    last = NULL;
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+
+        if (cl->buf->last_buf) {
+            last = cl->buf;
+        }
+    }
+
+    /* the save filter must see the end (emptied) for the read to finish */
+
+    if (last) {
+        end.buf = last;
+        end.next = NULL;
+        return ngx_http_next_request_body_filter(r, &end);
+    }
+
+    return NGX_OK;
 }
 
 
@@ -698,12 +793,23 @@ ngx_http_psd_tok_handler(ngx_http_request_t *r)
 
     tlcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_tokenize_module);
 
-    if (tlcf->mode == 0 || r->internal) {
+    if (tlcf->mode == 0 || r != r->main) {
         return NGX_DECLINED;
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_psd_tokenize_module);
+    /*
+     * Once per client request: a redirect after tokenization (error_page,
+     * X-Accel-Redirect) carries tokens already; a request that reaches a
+     * tokenizing location only by a redirect (try_files to @app) is
+     * tokenized there.
+     */
+
+    ctx = ngx_http_psd_tok_get_ctx(r);
     reveal = NULL;
+
+    if (ctx && ctx->finished && r->uri_changes != ctx->uri_changes) {
+        return NGX_DECLINED;
+    }
 
     if (ctx == NULL) {
 
@@ -730,12 +836,11 @@ ngx_http_psd_tok_handler(ngx_http_request_t *r)
             }
         }
 
-        if (tlcf->mode == NGX_HTTP_PSD_TOK_INBOUND
-            && r->method != NGX_HTTP_POST && r->method != NGX_HTTP_PUT
-            && r->method != NGX_HTTP_PATCH)
-        {
+        if (r->headers_in.content_length_n < 0 && !r->headers_in.chunked) {
             /* no body, no card; the query string is still looked at */
-            if (tlcf->scan && r->args.len) {
+            if (tlcf->mode == NGX_HTTP_PSD_TOK_INBOUND && tlcf->scan
+                && r->args.len)
+            {
                 psd_card_scan_t  m;
 
                 if (psd_card_scan(r->args.data, r->args.len, PSD_SCAN_FORM,
@@ -765,11 +870,12 @@ ngx_http_psd_tok_handler(ngx_http_request_t *r)
         cln->data = ctx;
 
         ngx_http_set_ctx(r, ctx, ngx_http_psd_tokenize_module);
+        ctx->uri_changes = r->uri_changes;
 
-        /* from a client, X-PSD-* headers are never taken for ours */
+        /* from a client, X-PSD-Card-* headers are never taken for ours */
 
         if (tlcf->mode == NGX_HTTP_PSD_TOK_INBOUND
-            && ngx_http_psd_headers_in_remove(r, "X-PSD-", 1) != NGX_OK)
+            && ngx_http_psd_headers_in_remove(r, "X-PSD-Card-", 1) != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
@@ -785,25 +891,28 @@ ngx_http_psd_tok_handler(ngx_http_request_t *r)
         rc = ngx_http_read_client_request_body(r, ngx_http_psd_tok_body);
 
         if (rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-            if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
-                ngx_http_psd_count(TOKENIZE_REJECTED);
-                return ngx_http_psd_finalize_in_phase(r,
-                           ngx_http_psd_send_json_error(r, rc,
-                                                        "body_too_large",
-                                                        NULL));
-            }
-
             return rc;
         }
 
-        if (!ctx->body_done) {
-            ctx->body_wait = 1;
-            return NGX_DONE;
-        }
+        /*
+         * The read took a reference; give it back now, as the mirror
+         * module does, so that a read that fails later (a bad chunk)
+         * closes the request as nginx expects.  The body handler runs the
+         * phases again, possibly before this returns.
+         */
+
+        ngx_http_finalize_request(r, NGX_DONE);
+        return NGX_DONE;
     }
 
     if (ctx->waiting || !ctx->body_done) {
         return NGX_DONE;
+    }
+
+    if (ctx->too_large && !ctx->done) {
+        (void) ngx_http_psd_tok_refuse(r, ctx,
+                                       NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                       "body_too_large", NULL, 0);
     }
 
     if (!ctx->done && tlcf->mode == NGX_HTTP_PSD_TOK_INBOUND) {
@@ -843,21 +952,41 @@ ngx_http_psd_tok_handler(ngx_http_request_t *r)
 }
 
 
+static ngx_http_psd_tok_ctx_t *
+ngx_http_psd_tok_get_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t      *cln;
+    ngx_http_psd_tok_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_psd_tokenize_module);
+
+    if (ctx || !r->internal) {
+        return ctx;
+    }
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_psd_tok_cleanup) {
+            ctx = cln->data;
+            ngx_http_set_ctx(r, ctx, ngx_http_psd_tokenize_module);
+            return ctx;
+        }
+    }
+
+    return NULL;
+}
+
+
 static void
 ngx_http_psd_tok_body(ngx_http_request_t *r)
 {
     ngx_http_psd_tok_ctx_t  *ctx;
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_psd_tokenize_module);
+    ctx = ngx_http_psd_tok_get_ctx(r);
 
     ctx->body_done = 1;
-    r->main->count--;
 
-    if (ctx->body_wait) {
-        ctx->body_wait = 0;
-        r->write_event_handler = ngx_http_core_run_phases;
-        ngx_http_core_run_phases(r);
-    }
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
 }
 
 
@@ -880,9 +1009,15 @@ ngx_http_psd_tok_refuse(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx,
         ctx->field.len = len;
     }
 
-    ngx_http_psd_count_n(status == NGX_HTTP_SERVICE_UNAVAILABLE
-                         ? NGX_HTTP_PSD_M_TOKENIZE_FAILED
-                         : NGX_HTTP_PSD_M_TOKENIZE_REJECTED);
+    if (ngx_http_get_module_loc_conf(r, ngx_http_psd_tokenize_module)
+        && ((ngx_http_psd_tok_loc_conf_t *)
+            ngx_http_get_module_loc_conf(r, ngx_http_psd_tokenize_module))
+           ->mode == NGX_HTTP_PSD_TOK_INBOUND)
+    {
+        ngx_http_psd_count_n(status == NGX_HTTP_SERVICE_UNAVAILABLE
+                             ? NGX_HTTP_PSD_M_TOKENIZE_FAILED
+                             : NGX_HTTP_PSD_M_TOKENIZE_REJECTED);
+    }
 
     return NGX_OK;
 }
@@ -932,6 +1067,7 @@ ngx_http_psd_tok_collect(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
     }
 
     ctx->len = len;
+    ctx->body_wipe = len;
 
     return NGX_OK;
 }
@@ -941,7 +1077,7 @@ static ngx_int_t
 ngx_http_psd_tok_process(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
 {
     u_char                        *p;
-    size_t                         i, n, vlen, edits_len, argvlen[5];
+    size_t                         i, n, npan, vlen, edits_len, argvlen[5];
     ngx_int_t                      rc;
     ngx_uint_t                     kind, *kinds;
     psd_card_t                     card;
@@ -964,6 +1100,7 @@ ngx_http_psd_tok_process(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
     u_char                         ttl[NGX_TIME_T_LEN];
     u_char                         env[PSD_VAULT_SEALED_MAX + 24];
     u_char                        *session;
+    ngx_table_elt_t               *sh;
     long                           elen;
 
     tlcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_tokenize_module);
@@ -1094,8 +1231,35 @@ ngx_http_psd_tok_process(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
     }
 
     edits_len = 0;
-    brand = PSD_BRAND_UNKNOWN;
     rc = NGX_OK;
+
+    /*
+     * A CVV's length depends on its card's brand, wherever the card
+     * stands in the body: the brands are known before any CVV is checked.
+     * With several cards, only what fits every brand is asked of a CVV.
+     */
+
+    brand = PSD_BRAND_UNKNOWN;
+    npan = 0;
+
+    for (i = 0; i < ctx->nitems; i++) {
+        if (kinds[ctx->json ? jctx->matches[i].path_index
+                            : fctx->matches[i].path_index]
+            != NGX_HTTP_PSD_FIELD_PAN)
+        {
+            continue;
+        }
+
+        value = ctx->json ? jctx->matches[i].value : fctx->matches[i].value;
+        vlen = ctx->json ? jctx->matches[i].value_len
+                         : fctx->matches[i].value_len;
+
+        if (psd_card_parse(value, vlen, &card) == PSD_CARD_OK) {
+            brand = (npan++ == 0) ? card.brand : PSD_BRAND_UNKNOWN;
+        }
+
+        psd_card_wipe(&card);
+    }
 
     for (i = 0; i < ctx->nitems && rc == NGX_OK; i++) {
         item = &ctx->items[i];
@@ -1156,15 +1320,39 @@ ngx_http_psd_tok_process(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
                 item->token.len = vlen;
                 ngx_memcpy(item->token.data, value, vlen);
 
-                argv[0] = (kind == NGX_HTTP_PSD_FIELD_PAN) ? "GET" : "GETDEL";
-                argvlen[0] = ngx_strlen(argv[0]);
-                argv[1] = (const char *) key;
-                argvlen[1] = ngx_sprintf(key, "psd:{%s:%V}",
+                argv[0] = (const char *) key;
+                argvlen[0] = ngx_sprintf(key, "psd:{%s:%V}",
                                          kind == NGX_HTTP_PSD_FIELD_PAN
                                          ? "tok" : "cvv", &item->token)
                              - key;
 
-                if (ngx_http_psd_redis_call_add(call, 2, argv, argvlen)
+                if (kind == NGX_HTTP_PSD_FIELD_PAN) {
+                    argv[1] = argv[0];
+                    argvlen[1] = argvlen[0];
+                    argv[0] = "GET";
+                    argvlen[0] = 3;
+
+                    if (ngx_http_psd_redis_call_add(call, 2, argv, argvlen)
+                        != NGX_OK)
+                    {
+                        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+                    }
+
+                    break;
+                }
+
+                /*
+                 * A CVV is taken (read and deleted) only by its own
+                 * checkout session: a refused reveal leaves it in place.
+                 */
+
+                sh = ngx_http_psd_header_in(r, "X-PSD-Checkout-Session");
+                argv[1] = sh ? (const char *) sh->value.data : "";
+                argvlen[1] = sh ? sh->value.len : 0;
+
+                if (ngx_http_psd_redis_call_add_script(call,
+                                               &ngx_http_psd_cvv_take_script,
+                                               1, 2, argv, argvlen)
                     != NGX_OK)
                 {
                     rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1182,8 +1370,6 @@ ngx_http_psd_tok_process(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
                     psd_card_wipe(&card);
                     break;
                 }
-
-                brand = card.brand;
 
                 if (!ctx->have_card) {
                     ctx->have_card = 1;
@@ -1433,6 +1619,9 @@ ngx_http_psd_tok_process(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
 
     } else {
         if (call->ncmds == 0) {
+            /* nothing to reveal: the body goes on as it came */
+            ctx->out = ctx->body;
+            ctx->out_len = ctx->len;
             ctx->done = 1;
             return NGX_OK;
         }
@@ -1536,6 +1725,17 @@ ngx_http_psd_tok_revealed(ngx_http_psd_redis_call_t *call)
                                                       : NULL;
         k++;
 
+        if (reply && reply->type == REDIS_REPLY_ERROR && reply->len >= 11
+            && ngx_strncmp(reply->str, "PSD_SESSION", 11) == 0)
+        {
+            (void) ngx_http_psd_tok_refuse(r, ctx, 422,
+                                           "token_session_mismatch",
+                                           (char *) item->path.data,
+                                           item->path.len);
+            ngx_http_psd_count(REVEAL_DENIED);
+            goto done;
+        }
+
         if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
             (void) ngx_http_psd_tok_refuse(r, ctx,
                                            NGX_HTTP_SERVICE_UNAVAILABLE,
@@ -1633,6 +1833,8 @@ ngx_http_psd_tok_revealed(ngx_http_psd_redis_call_t *call)
         goto done;
     }
 
+    ctx->out_wipe = ctx->out_len;
+
     for (i = 0; i < edits_len; i++) {
         psd_cleanse((void *) edits[i].data, edits[i].len);
     }
@@ -1654,7 +1856,7 @@ done:
 static ngx_int_t
 ngx_http_psd_tok_finish(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
 {
-    u_char        *p, *session;
+    u_char        *p;
     ngx_buf_t     *b;
     ngx_chain_t   *cl;
 
@@ -1671,11 +1873,16 @@ ngx_http_psd_tok_finish(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
                                                 : NULL));
     }
 
+    if (ctx->finished) {
+        return NGX_DECLINED;
+    }
+
     if (ctx->out == NULL) {
         if (ctx->len) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
+        ctx->finished = 1;
         return NGX_DECLINED;
     }
 
@@ -1730,24 +1937,9 @@ ngx_http_psd_tok_finish(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
         ctx->have_card = 1;
     }
 
-    session = ngx_http_psd_checkout_session(r);
-
-    if (session
-        && ngx_http_psd_tok_add_header(r, "X-PSD-Checkout-Session",
-                                       "x-psd-checkout-session", session,
-                                       NGX_HTTP_PSD_CHECKOUT_SESSION_LEN)
-           != NGX_OK)
-    {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
     ctx->status = 0;
-    ctx->body_done = 1;
     ctx->done = 1;
-
-    /* once: an internal redirect must not add the headers again */
-    ctx->out = NULL;
-    ctx->len = 0;
+    ctx->finished = 1;
 
     return NGX_DECLINED;
 }
@@ -1760,12 +1952,12 @@ ngx_http_psd_tok_cleanup(void *data)
 
     /* the raw body held card numbers; a revealed body holds them again */
 
-    if (ctx->body) {
-        psd_cleanse(ctx->body, ctx->len ? ctx->len : 1);
+    if (ctx->body && ctx->body_wipe) {
+        psd_cleanse(ctx->body, ctx->body_wipe);
     }
 
-    if (ctx->out) {
-        psd_cleanse(ctx->out, ctx->out_len);
+    if (ctx->out && ctx->out_wipe) {
+        psd_cleanse(ctx->out, ctx->out_wipe);
     }
 }
 
