@@ -63,7 +63,6 @@ typedef struct {
     ngx_str_t                     kind;
     ngx_str_t                     order;
     ngx_uint_t                    http_status;
-    unsigned                      body_wait:1;
     unsigned                      body_done:1;
     unsigned                      waiting:1;
     unsigned                      done:1;
@@ -686,10 +685,14 @@ ngx_http_psd_webhook_handler(ngx_http_request_t *r)
             return rc;
         }
 
-        if (!ctx->body_done) {
-            ctx->body_wait = 1;
-            return NGX_DONE;
-        }
+        /*
+         * The read's reference is given back at once, as the mirror module
+         * does: a read that fails later closes the request as nginx
+         * expects.  The body handler runs the phases again.
+         */
+
+        ngx_http_finalize_request(r, NGX_DONE);
+        return NGX_DONE;
     }
 
     if (ctx->waiting || !ctx->body_done) {
@@ -720,14 +723,8 @@ ngx_http_psd_webhook_body(ngx_http_request_t *r)
 
     ctx->body_done = 1;
 
-    /* ngx_http_read_client_request_body() took a reference */
-    r->main->count--;
-
-    if (ctx->body_wait) {
-        ctx->body_wait = 0;
-        r->write_event_handler = ngx_http_core_run_phases;
-        ngx_http_core_run_phases(r);
-    }
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
 }
 
 
