@@ -125,9 +125,10 @@
       "Tickets that got their first response.")                               \
     X(TICKETS_RESOLVED, "psd_tickets_resolved_total", "", "counter",          \
       "Tickets resolved.")                                                    \
-    X(TICKET_FIRST_RESPONSE_SECONDS, "psd_ticket_first_response_seconds_total",\
-      "", "counter", "Seconds from opening to first response, summed.")       \
-    X(TICKET_RESOLUTION_SECONDS, "psd_ticket_resolution_seconds_total", "",     \
+    X(TICKET_FIRST_RESPONSE_SECONDS,                                          \
+      "psd_ticket_first_response_seconds_total", "", "counter",               \
+      "Seconds from opening to first response, summed.")                      \
+    X(TICKET_RESOLUTION_SECONDS, "psd_ticket_resolution_seconds_total", "",   \
       "counter", "Seconds from opening to resolution, summed.")               \
     X(TICKET_FIRST_RESPONSE_LATE, "psd_ticket_sla_breaches_total",            \
       "sla=\"first_response\"", "counter",                                   \
