@@ -471,8 +471,8 @@ psd_scan_next_group(const unsigned char *p, const unsigned char *end,
  * whole run counts when it has 13..19 digits and passes Luhn.  Otherwise a
  * span of up to six whole consecutive groups counts when, besides Luhn,
  * its digits have a known brand and a length valid for it: that finds a
- * card followed by its CVV in one run but keeps false positives rare.  Each group
- * starts at most one walk of at most six groups: linear time.
+ * card followed by its CVV in one run but keeps false positives rare.
+ * Each group starts at most one walk of at most six groups: linear time.
  */
 static int
 psd_scan_run(const unsigned char *start, const unsigned char *end,
