@@ -132,6 +132,8 @@ static ngx_int_t ngx_http_psd_tok_process(ngx_http_request_t *r,
     ngx_http_psd_tok_ctx_t *ctx);
 static void ngx_http_psd_tok_stored(ngx_http_psd_redis_call_t *call);
 static void ngx_http_psd_tok_revealed(ngx_http_psd_redis_call_t *call);
+static void ngx_http_psd_tok_audit(ngx_http_request_t *r,
+    ngx_http_psd_tok_ctx_t *ctx);
 static ngx_int_t ngx_http_psd_tok_finish(ngx_http_request_t *r,
     ngx_http_psd_tok_ctx_t *ctx);
 static void ngx_http_psd_tok_cleanup(void *data);
@@ -787,7 +789,7 @@ ngx_http_psd_tok_handler(ngx_http_request_t *r)
     ngx_str_t                    *key;
     ngx_table_elt_t              *h, *reveal;
     ngx_pool_cleanup_t           *cln;
-    ngx_http_psd_tok_ctx_t        *ctx;
+    ngx_http_psd_tok_ctx_t        *ctx, denied;
     ngx_http_psd_tok_loc_conf_t   *tlcf;
     ngx_http_psd_tok_main_conf_t  *tmcf;
 
@@ -829,6 +831,11 @@ ngx_http_psd_tok_handler(ngx_http_request_t *r)
                 ngx_http_psd_log(NGX_LOG_WARN, r, 0,
                                  "psd_detokenize: reveal refused, no valid "
                                  "%s", "X-PSD-Reveal-Key");
+
+                ngx_memzero(&denied, sizeof(ngx_http_psd_tok_ctx_t));
+                denied.status = NGX_HTTP_FORBIDDEN;
+                denied.error = "reveal_denied";
+                ngx_http_psd_tok_audit(r, &denied);
                 return ngx_http_psd_finalize_in_phase(r,
                            ngx_http_psd_send_json_error(r,
                                    NGX_HTTP_FORBIDDEN, "reveal_denied",
@@ -1846,10 +1853,94 @@ ngx_http_psd_tok_revealed(ngx_http_psd_redis_call_t *call)
 
 done:
 
+    ngx_http_psd_tok_audit(r, ctx);
+
     if (ctx->waiting) {
         ctx->waiting = 0;
         ngx_http_psd_redis_resume(r);
     }
+}
+
+
+/*
+ * Every reveal is recorded: which token, of what kind, for which client,
+ * with what outcome, when — never the card.  The record is written without
+ * waiting: the reveal has been decided already.
+ */
+
+static void
+ngx_http_psd_tok_audit(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
+{
+    size_t                        argvlen[17];
+    ngx_uint_t                    i;
+    const char                   *argv[17];
+    ngx_http_psd_tok_item_t      *item;
+    ngx_http_psd_redis_call_t    *call;
+    ngx_http_psd_tok_loc_conf_t  *tlcf;
+    u_char                        now[NGX_TIME_T_LEN];
+
+    tlcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_tokenize_module);
+
+    call = ngx_http_psd_redis_call_create(NULL, tlcf->redis,
+                                          ngx_max(ctx->nitems, 1));
+    if (call == NULL) {
+        return;
+    }
+
+    for (i = 0; i < ngx_max(ctx->nitems, 1); i++) {
+        item = (i < ctx->nitems) ? &ctx->items[i] : NULL;
+
+        if (item && item->kind != NGX_HTTP_PSD_FIELD_PAN
+            && item->kind != NGX_HTTP_PSD_FIELD_CVV)
+        {
+            continue;
+        }
+
+        argv[0] = "XADD";
+        argvlen[0] = 4;
+        argv[1] = "psd:{audit:reveals}";
+        argvlen[1] = sizeof("psd:{audit:reveals}") - 1;
+        argv[2] = "MAXLEN";
+        argvlen[2] = 6;
+        argv[3] = "~";
+        argvlen[3] = 1;
+        argv[4] = "100000";
+        argvlen[4] = 6;
+        argv[5] = "*";
+        argvlen[5] = 1;
+        argv[6] = "token";
+        argvlen[6] = 5;
+        argv[7] = item ? (const char *) item->token.data : "-";
+        argvlen[7] = item ? item->token.len : 1;
+        argv[8] = "kind";
+        argvlen[8] = 4;
+        argv[9] = !item ? "-"
+                  : (item->kind == NGX_HTTP_PSD_FIELD_PAN) ? "pan" : "cvv";
+        argvlen[9] = ngx_strlen(argv[9]);
+        argv[10] = "client";
+        argvlen[10] = 6;
+        argv[11] = (const char *) r->connection->addr_text.data;
+        argvlen[11] = r->connection->addr_text.len;
+        argv[12] = "outcome";
+        argvlen[12] = 7;
+        argv[13] = ctx->status ? ctx->error : "ok";
+        argvlen[13] = ngx_strlen(argv[13]);
+        argv[14] = "at";
+        argvlen[14] = 2;
+        argv[15] = (const char *) now;
+        argvlen[15] = ngx_sprintf(now, "%T", ngx_time()) - now;
+
+        if (ngx_http_psd_redis_call_add(call, 16, argv, argvlen) != NGX_OK) {
+            break;
+        }
+    }
+
+    if (call->ncmds == 0) {
+        ngx_destroy_pool(call->pool);
+        return;
+    }
+
+    (void) ngx_http_psd_redis_call_send(call, NULL, NULL);
 }
 
 
