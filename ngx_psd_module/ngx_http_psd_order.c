@@ -62,6 +62,7 @@ typedef struct {
     ngx_str_t                     error;
     ngx_str_t                     kind;
     ngx_str_t                     order;
+    ngx_http_psd_redis_call_t    *call;
     ngx_uint_t                    http_status;
     unsigned                      body_done:1;
     unsigned                      waiting:1;
@@ -92,6 +93,9 @@ static ngx_int_t ngx_http_psd_webhook_finish(ngx_http_request_t *r,
     ngx_http_psd_order_ctx_t *ctx);
 static ngx_int_t ngx_http_psd_order_status_handler(ngx_http_request_t *r);
 static void ngx_http_psd_order_status_done(ngx_http_psd_redis_call_t *call);
+static void ngx_http_psd_order_tickets_done(ngx_http_psd_redis_call_t *call);
+static void ngx_http_psd_order_status_respond(ngx_http_request_t *r,
+    ngx_http_psd_redis_call_t *call2);
 
 
 static ngx_conf_enum_t  ngx_http_psd_webhook_kinds[] = {
@@ -1223,7 +1227,7 @@ ngx_http_psd_order_status_handler(ngx_http_request_t *r)
     ngx_http_psd_order_ctx_t       *ctx;
     ngx_http_psd_redis_call_t      *call;
     ngx_http_psd_order_loc_conf_t  *olcf;
-    u_char                          key[NGX_HTTP_PSD_ORDER_ID_MAX + 24];
+    u_char                          key[NGX_HTTP_PSD_ORDER_ID_MAX + 32];
 
     olcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_order_module);
 
@@ -1294,7 +1298,7 @@ ngx_http_psd_order_status_handler(ngx_http_request_t *r)
     ctx->order = order;
     ngx_http_set_ctx(r, ctx, ngx_http_psd_order_module);
 
-    call = ngx_http_psd_redis_call_create(r, olcf->redis, 2);
+    call = ngx_http_psd_redis_call_create(r, olcf->redis, 3);
     if (call == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1305,6 +1309,16 @@ ngx_http_psd_order_status_handler(ngx_http_request_t *r)
     argvlen[0] = 7;
     argv[1] = (const char *) key;
     argvlen[1] = olen;
+
+    if (ngx_http_psd_redis_call_add(call, 2, argv, argvlen) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the order's tickets share its hash tag: the same round trip */
+
+    argv[0] = "SMEMBERS";
+    argvlen[0] = 8;
+    argvlen[1] = ngx_cpymem(key + olen, ":tickets", 8) - key;
 
     if (ngx_http_psd_redis_call_add(call, 2, argv, argvlen) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1348,13 +1362,100 @@ ngx_http_psd_order_status_done(ngx_http_psd_redis_call_t *call)
 {
     ngx_http_request_t  *r = call->data;
 
+    u_char                         *dot;
+    size_t                          i, argvlen[4];
+    redisReply                     *tickets, *t;
+    const char                     *argv[4];
+    ngx_http_psd_order_ctx_t       *ctx;
+    ngx_http_psd_redis_call_t      *call2;
+    ngx_http_psd_order_loc_conf_t  *olcf;
+    u_char                          key[160];
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_psd_order_module);
+    olcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_order_module);
+
+    ctx->call = call;
+
+    tickets = (call->status == NGX_HTTP_PSD_REDIS_OK && call->ncmds >= 2)
+              ? call->replies[1] : NULL;
+
+    if (tickets == NULL || tickets->type != REDIS_REPLY_ARRAY
+        || tickets->elements == 0)
+    {
+        ngx_http_psd_order_status_respond(r, NULL);
+        return;
+    }
+
+    /*
+     * Each ticket's state lives under its queue's hash tag: a second
+     * round trip, one pipelined write, bounded to the newest 50.
+     */
+
+    call2 = ngx_http_psd_redis_call_create(r, olcf->redis,
+                                           ngx_min(tickets->elements, 50));
+    if (call2 == NULL) {
+        ngx_http_psd_order_status_respond(r, NULL);
+        return;
+    }
+
+    for (i = 0; i < tickets->elements && i < 50; i++) {
+        t = tickets->element[i];
+
+        dot = (t->type == REDIS_REPLY_STRING && t->len < 100)
+              ? (u_char *) ngx_strchr(t->str, '.') : NULL;
+
+        if (dot == NULL) {
+            continue;
+        }
+
+        argv[0] = "HMGET";
+        argvlen[0] = 5;
+        argv[1] = (const char *) key;
+        argvlen[1] = ngx_sprintf(key, "psd:{tq:%*s}:t:%*s",
+                                 (size_t) (dot - (u_char *) t->str), t->str,
+                                 t->len, t->str) - key;
+        argv[2] = "state";
+        argvlen[2] = 5;
+        argv[3] = "created_at";
+        argvlen[3] = 10;
+
+        if (ngx_http_psd_redis_call_add(call2, 4, argv, argvlen) != NGX_OK) {
+            break;
+        }
+    }
+
+    if (call2->ncmds == 0
+        || ngx_http_psd_redis_call_send(call2,
+                                        ngx_http_psd_order_tickets_done, r)
+           != NGX_OK)
+    {
+        ngx_http_psd_order_status_respond(r, NULL);
+    }
+}
+
+
+static void
+ngx_http_psd_order_tickets_done(ngx_http_psd_redis_call_t *call)
+{
+    ngx_http_psd_order_status_respond(call->data,
+                                      call->status == NGX_HTTP_PSD_REDIS_OK
+                                      ? call : NULL);
+}
+
+
+static void
+ngx_http_psd_order_status_respond(ngx_http_request_t *r,
+    ngx_http_psd_redis_call_t *call2)
+{
+    ngx_http_psd_redis_call_t  *call;
+
     char                           *text;
     ngx_connection_t               *c;
     u_char                         *body;
     size_t                          i, k, len;
-    json_t                         *out, *payment, *timeline, *ev;
+    json_t                         *out, *payment, *timeline, *ev, *list;
     ngx_int_t                       rc;
-    redisReply                     *hash, *events, *e, *f;
+    redisReply                     *hash, *events, *tickets, *e, *f;
     const char                     *state;
     ngx_http_psd_order_ctx_t       *ctx;
     ngx_http_psd_order_loc_conf_t  *olcf;
@@ -1362,6 +1463,8 @@ ngx_http_psd_order_status_done(ngx_http_psd_redis_call_t *call)
     c = r->connection;
 
     olcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_order_module);
+    ctx = ngx_http_get_module_ctx(r, ngx_http_psd_order_module);
+    call = ctx->call;
 
     hash = call->status == NGX_HTTP_PSD_REDIS_OK ? call->replies[0] : NULL;
 
@@ -1414,17 +1517,50 @@ ngx_http_psd_order_status_done(ngx_http_psd_redis_call_t *call)
         }
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_psd_order_module);
-
     json_object_set_new(out, "order", json_stringn((char *) ctx->order.data,
                                                    ctx->order.len));
+
+    /* the order's tickets, with their state when it could be read */
+
+    tickets = (call->ncmds >= 2) ? call->replies[1] : NULL;
+
+    if (tickets && tickets->type == REDIS_REPLY_ARRAY) {
+        list = json_array();
+
+        for (i = 0, k = 0; i < tickets->elements && i < 50; i++) {
+            e = tickets->element[i];
+
+            if (e->type != REDIS_REPLY_STRING
+                || ngx_strchr(e->str, '.') == NULL || e->len >= 100)
+            {
+                continue;
+            }
+
+            ev = json_object();
+            json_object_set_new(ev, "ticket", json_string(e->str));
+
+            f = (call2 && k < call2->ncmds) ? call2->replies[k] : NULL;
+            k++;
+
+            if (f && f->type == REDIS_REPLY_ARRAY && f->elements == 2
+                && f->element[0]->type == REDIS_REPLY_STRING)
+            {
+                json_object_set_new(ev, "state",
+                                    json_string(f->element[0]->str));
+            }
+
+            json_array_append_new(list, ev);
+        }
+
+        json_object_set_new(out, "tickets", list);
+    }
     json_object_set_new(out, "payment", payment);
     json_object_set_new(out, "downloads_allowed",
                         json_boolean(ngx_strcmp(state, "paid") == 0
                                      && !json_object_get(out,
                                                 "downloads_revoked_at")));
 
-    events = call->ncmds == 2 ? call->replies[1] : NULL;
+    events = call->ncmds == 3 ? call->replies[2] : NULL;
 
     if (events && events->type == REDIS_REPLY_ARRAY) {
         timeline = json_array();
