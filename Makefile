@@ -43,7 +43,7 @@ $(BUILD)/unit/%: t/unit/%.c t/unit/tap.h $(BUILD)/pure.a
 	$(CC) $(CFLAGS_PSD) -It/unit $< $(BUILD)/pure.a $(LIBS_PSD) -o $@
 
 util/%: util/cli/%.c $(BUILD)/pure.a
-	$(CC) $(CFLAGS_PSD) $< $(BUILD)/pure.a $(LIBS_PSD) -o $@
+	$(CC) $(CFLAGS_PSD) $< $(BUILD)/pure.a $(LIBS_PSD) -lhiredis -o $@
 
 unit: $(UNIT_BINS)
 

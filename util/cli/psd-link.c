@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <hiredis/hiredis.h>
+
 #include "psd_crypto.h"
 #include "psd_link.h"
 
@@ -50,7 +52,8 @@ static const char  usage[] =
 "                     [--id ID] [--now T]\n"
 "       psd-link verify --key FILE --kid ID --url 'PATH?QUERY'\n"
 "                     [--client IP] [--now T] [--skew S] [--max-ttl S]\n"
-"       psd-link revoke ...          (not available in this build)\n"
+"       psd-link revoke (--link ID | --order ID) [--redis HOST:PORT]\n"
+"                     [--password-file FILE] [--db N] [--ttl SECONDS]\n"
 "       psd-link --help\n"
 "\n"
 "sign     prints the signed link, percent-encoded path '?' query, on its\n"
@@ -532,16 +535,134 @@ cmd_verify(int argc, char **argv)
 
 
 /*
- * TODO(redis): revocation lives in Redis, under a key the nginx side has
- * not defined yet; once it has, connect (hiredis) and write the link id
- * there instead of refusing.
+ * Writes what psd_link_revoke writes (README, "Redis key layout"): the
+ * field "revoked" of psd:{link:<id>} or psd:{order:<id>}.  A link's
+ * revocation lapses with --ttl (the location's psd_link_max_ttl plus a
+ * day, by default 31 days); an order's does not.  A command-line tool may
+ * block: hiredis' own connection is used.
  */
 static int
 cmd_revoke(int argc, char **argv)
 {
-    die("revoke: not available in this build");
+    int           i, port, db, n;
+    char          host[256], key[128], now[32], pass[513];
+    long          ttl;
+    FILE         *f;
+    const char   *link, *order, *redis, *pfile, *colon;
+    redisReply   *reply;
+    redisContext *c;
 
-    return 2;
+    link = order = pfile = NULL;
+    redis = "127.0.0.1:6379";
+    ttl = 31 * 86400;
+    db = 0;
+
+    for (i = 0; i < argc; i++) {
+        if (i + 1 >= argc) {
+            die("revoke: %s needs a value", argv[i]);
+        }
+
+        if (strcmp(argv[i], "--link") == 0) {
+            link = argv[++i];
+        } else if (strcmp(argv[i], "--order") == 0) {
+            order = argv[++i];
+        } else if (strcmp(argv[i], "--redis") == 0) {
+            redis = argv[++i];
+        } else if (strcmp(argv[i], "--password-file") == 0) {
+            pfile = argv[++i];
+        } else if (strcmp(argv[i], "--db") == 0) {
+            db = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--ttl") == 0) {
+            ttl = atol(argv[++i]);
+        } else {
+            die("revoke: unknown option %s", argv[i]);
+        }
+    }
+
+    if ((link == NULL) == (order == NULL)) {
+        die("revoke: give exactly one of --link and --order");
+    }
+
+    n = strlen(link ? link : order);
+
+    if (n == 0 || n > 64
+        || strspn(link ? link : order, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                  "abcdefghijklmnopqrstuvwxyz0123456789_-.:")
+           != (size_t) n
+        || (link && strpbrk(link, ".:")))
+    {
+        die("revoke: invalid id");
+    }
+
+    colon = strrchr(redis, ':');
+
+    if (colon == NULL || colon == redis || (size_t) (colon - redis) >= 256) {
+        die("revoke: --redis must be HOST:PORT");
+    }
+
+    memcpy(host, redis, colon - redis);
+    host[colon - redis] = '\0';
+    port = atoi(colon + 1);
+
+    c = redisConnect(host, port);
+
+    if (c == NULL || c->err) {
+        die("revoke: cannot connect to redis at %s: %s", redis,
+            c ? c->errstr : "out of memory");
+    }
+
+    if (pfile) {
+        f = fopen(pfile, "r");
+        if (f == NULL || fgets(pass, sizeof(pass), f) == NULL) {
+            die("revoke: cannot read %s", pfile);
+        }
+
+        fclose(f);
+        pass[strcspn(pass, "\r\n")] = '\0';
+
+        reply = redisCommand(c, "AUTH %s", pass);
+        psd_cleanse(pass, sizeof(pass));
+
+        if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+            die("revoke: redis refused the password");
+        }
+
+        freeReplyObject(reply);
+    }
+
+    if (db) {
+        reply = redisCommand(c, "SELECT %d", db);
+        if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+            die("revoke: SELECT %d failed", db);
+        }
+
+        freeReplyObject(reply);
+    }
+
+    snprintf(key, sizeof(key), "psd:{%s:%s}", link ? "link" : "order",
+             link ? link : order);
+    snprintf(now, sizeof(now), "%ld", (long) time(NULL));
+
+    reply = redisCommand(c, "HSET %s revoked %s", key, now);
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        die("revoke: redis: %s", reply ? reply->str : c->errstr);
+    }
+
+    freeReplyObject(reply);
+
+    if (link && ttl > 0) {
+        reply = redisCommand(c, "EXPIRE %s %ld", key, ttl);
+        if (reply) {
+            freeReplyObject(reply);
+        }
+    }
+
+    redisFree(c);
+
+    printf("revoked %s %s\n", link ? "link" : "order", link ? link : order);
+
+    return 0;
 }
 
 
