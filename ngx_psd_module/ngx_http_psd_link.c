@@ -51,7 +51,20 @@ typedef struct {
     ngx_http_psd_redis_server_t  *redis;
     ngx_str_t                     api_key;
     ngx_uint_t                    endpoint;   /* issue or revoke */
+    ngx_flag_t                    require_paid;
 } ngx_http_psd_link_loc_conf_t;
+
+
+typedef struct {
+    ngx_http_request_t           *r;
+    char                          id[23];
+    ngx_str_t                     path;
+    ngx_str_t                     order;
+    ngx_str_t                     ip;
+    ngx_uint_t                    prefix;
+    time_t                        exp;
+    uint32_t                      limit;
+} ngx_http_psd_link_issue_t;
 
 
 typedef struct {
@@ -100,6 +113,9 @@ static ngx_int_t ngx_http_psd_link_issue(ngx_http_request_t *r,
     json_t *body);
 static ngx_int_t ngx_http_psd_link_revoke(ngx_http_request_t *r,
     json_t *body);
+static void ngx_http_psd_link_issue_paid(ngx_http_psd_redis_call_t *call);
+static ngx_int_t ngx_http_psd_link_issue_finish(ngx_http_request_t *r,
+    ngx_http_psd_link_issue_t *ictx);
 static void ngx_http_psd_link_revoked(ngx_http_psd_redis_call_t *call);
 
 static ngx_int_t ngx_http_psd_link_variable(ngx_http_request_t *r,
@@ -188,6 +204,13 @@ static ngx_command_t  ngx_http_psd_link_commands[] = {
       ngx_http_psd_conf_set_secret_slot,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_psd_link_loc_conf_t, api_key),
+      NULL },
+
+    { ngx_string("psd_link_issue_require_paid"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_psd_link_loc_conf_t, require_paid),
       NULL },
 
     { ngx_string("psd_link_issue"),
@@ -401,6 +424,7 @@ ngx_http_psd_link_create_loc_conf(ngx_conf_t *cf)
     conf->max_ttl = NGX_CONF_UNSET;
     conf->concurrency = NGX_CONF_UNSET_UINT;
     conf->lease_ttl = NGX_CONF_UNSET_MSEC;
+    conf->require_paid = NGX_CONF_UNSET;
 
     return conf;
 }
@@ -425,6 +449,7 @@ ngx_http_psd_link_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_msec_value(conf->lease_ttl, prev->lease_ttl, 3600000);
     ngx_conf_merge_str_value(conf->redis_name, prev->redis_name, "");
     ngx_conf_merge_str_value(conf->api_key, prev->api_key, "");
+    ngx_conf_merge_value(conf->require_paid, prev->require_paid, 0);
 
     if (!conf->enable && conf->endpoint == 0) {
         return NGX_CONF_OK;
@@ -464,14 +489,14 @@ ngx_http_psd_link_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
      * no psd_redis at all */
 
     if (conf->endpoint == NGX_HTTP_PSD_LINK_REVOKE || conf->revocation
-        || conf->concurrency || conf->redis_name.len)
+        || conf->concurrency || conf->redis_name.len || conf->require_paid)
     {
         return ngx_http_psd_redis_conf_server(cf, &conf->redis_name,
                                               &conf->redis);
     }
 
-    if (conf->enable) {
-        /* a link with psd_limit needs Redis even when nothing else does */
+    if (conf->enable || conf->endpoint) {
+        /* a link with psd_limit (or its order list) needs Redis then */
         (void) ngx_http_psd_redis_conf_server_optional(cf, &conf->redis);
     }
 
@@ -1375,22 +1400,17 @@ ngx_http_psd_link_json_str(json_t *body, const char *name, size_t *len,
 static ngx_int_t
 ngx_http_psd_link_issue(ngx_http_request_t *r, json_t *body)
 {
-    long                            qlen;
-    u_char                         *out, *p;
-    size_t                          plen, olen, iplen, elen;
+    size_t                          plen, olen, iplen, argvlen[3];
     json_t                         *v;
     json_int_t                      ttl, limit;
     ngx_uint_t                      bad;
-    const char                     *path, *prefix, *order, *ip, *err;
-    psd_link_params_t               lp;
+    const char                     *path, *prefix, *order, *ip, *argv[3];
+    ngx_http_psd_link_issue_t      *ictx;
+    ngx_http_psd_redis_call_t      *call;
     ngx_http_psd_link_loc_conf_t   *llcf;
-    ngx_http_psd_link_main_conf_t  *lmcf;
-    char                            id[23];
-    char                            query[PSD_LINK_QUERY_MAX];
-    char                            epath[3 * PSD_LINK_SCOPE_MAX + 1];
+    u_char                          key[PSD_LINK_ORDER_MAX + 24];
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_link_module);
-    lmcf = ngx_http_get_module_main_conf(r, ngx_http_psd_link_module);
 
     bad = 0;
     plen = olen = iplen = 0;
@@ -1453,11 +1473,125 @@ ngx_http_psd_link_issue(ngx_http_request_t *r, json_t *body)
         limit = json_integer_value(v);
     }
 
-    if (psd_random_base62(id, 22) != 0) {
+    ictx = ngx_pcalloc(r->pool, sizeof(ngx_http_psd_link_issue_t));
+    if (ictx == NULL || psd_random_base62(ictx->id, 22) != 0) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    id[22] = '\0';
+    /* the JSON goes when this returns: what the link says is copied */
+
+    ictx->r = r;
+    ictx->path.data = ngx_pnalloc(r->pool, plen + olen + iplen + 3);
+    if (ictx->path.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ictx->path.len = plen;
+    ngx_memcpy(ictx->path.data, path, plen);
+    ictx->order.data = ictx->path.data + plen + 1;
+    ictx->order.len = olen;
+    ngx_memcpy(ictx->order.data, order ? order : "", olen);
+    ictx->ip.data = ictx->order.data + olen + 1;
+    ictx->ip.len = iplen;
+    ngx_memcpy(ictx->ip.data, ip ? ip : "", iplen);
+
+    ictx->prefix = (prefix != NULL);
+    ictx->exp = ngx_time() + ttl;
+    ictx->limit = (uint32_t) limit;
+
+    if (!llcf->require_paid) {
+        return ngx_http_psd_link_issue_finish(r, ictx);
+    }
+
+    /* links only for paid orders: ask the order record first */
+
+    if (olen == 0 || olen > PSD_LINK_ORDER_MAX) {
+        return ngx_http_psd_send_json_error(r, NGX_HTTP_BAD_REQUEST,
+                                            "invalid_field", "order");
+    }
+
+    call = ngx_http_psd_redis_call_create(r, llcf->redis, 1);
+    if (call == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    argv[0] = "HGET";
+    argvlen[0] = 4;
+    argv[1] = (const char *) key;
+    argvlen[1] = ngx_sprintf(key, "psd:{order:%V}", &ictx->order) - key;
+    argv[2] = "state";
+    argvlen[2] = 5;
+
+    if (ngx_http_psd_redis_call_add(call, 3, argv, argvlen) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_psd_redis_call_send(call, ngx_http_psd_link_issue_paid,
+                                     ictx)
+        != NGX_OK)
+    {
+        return ngx_http_psd_send_unavailable(r, 1);
+    }
+
+    ngx_http_psd_redis_wait(r);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_psd_link_issue_paid(ngx_http_psd_redis_call_t *call)
+{
+    ngx_http_psd_link_issue_t  *ictx = call->data;
+
+    ngx_int_t            rc;
+    redisReply          *reply;
+    ngx_connection_t    *c;
+    ngx_http_request_t  *r;
+
+    r = ictx->r;
+    c = r->connection;
+
+    reply = call->status == NGX_HTTP_PSD_REDIS_OK ? call->replies[0] : NULL;
+
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        rc = ngx_http_psd_send_unavailable(r, 1);
+
+    } else if (reply->type != REDIS_REPLY_STRING
+               || ngx_strcmp(reply->str, "paid") != 0)
+    {
+        rc = ngx_http_psd_send_json_error(r, NGX_HTTP_CONFLICT,
+                                          "order_not_paid", "order");
+
+    } else {
+        rc = ngx_http_psd_link_issue_finish(r, ictx);
+    }
+
+    ngx_http_finalize_request(r, rc);
+    ngx_http_run_posted_requests(c);
+}
+
+
+static ngx_int_t
+ngx_http_psd_link_issue_finish(ngx_http_request_t *r,
+    ngx_http_psd_link_issue_t *ictx)
+{
+    u_char                         *out, *p;
+    long                            qlen;
+    size_t                          elen, argvlen[10];
+    const char                     *err, *argv[10];
+    psd_link_params_t               lp;
+    ngx_http_psd_redis_call_t      *call;
+    ngx_http_psd_link_loc_conf_t   *llcf;
+    ngx_http_psd_link_main_conf_t  *lmcf;
+    u_char                          key[PSD_LINK_ID_MAX + 24];
+    u_char                          okey[PSD_LINK_ORDER_MAX + 24];
+    u_char                          num[3][NGX_INT64_LEN];
+    char                            query[PSD_LINK_QUERY_MAX];
+    char                            epath[3 * PSD_LINK_SCOPE_MAX + 1];
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_link_module);
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_psd_link_module);
 
     ngx_memzero(&lp, sizeof(psd_link_params_t));
     lp.kid = lmcf->sign_key->kid;
@@ -1465,17 +1599,17 @@ ngx_http_psd_link_issue(ngx_http_request_t *r, json_t *body)
     lp.key = lmcf->sign_key->key;
     lp.key_len = lmcf->sign_key->key_len;
     lp.hkey = lmcf->sign_key->hkey;
-    lp.path = path;
-    lp.path_len = plen;
-    lp.prefix = (prefix != NULL);
-    lp.exp = ngx_time() + ttl;
-    lp.id = id;
+    lp.path = (char *) ictx->path.data;
+    lp.path_len = ictx->path.len;
+    lp.prefix = ictx->prefix;
+    lp.exp = ictx->exp;
+    lp.id = ictx->id;
     lp.id_len = 22;
-    lp.order = order;
-    lp.order_len = olen;
-    lp.ip = ip;
-    lp.ip_len = iplen;
-    lp.limit = (uint32_t) limit;
+    lp.order = ictx->order.len ? (char *) ictx->order.data : NULL;
+    lp.order_len = ictx->order.len;
+    lp.ip = ictx->ip.len ? (char *) ictx->ip.data : NULL;
+    lp.ip_len = ictx->ip.len;
+    lp.limit = ictx->limit;
 
     err = NULL;
     qlen = psd_link_sign(&lp, query, sizeof(query), &err);
@@ -1486,25 +1620,82 @@ ngx_http_psd_link_issue(ngx_http_request_t *r, json_t *body)
                                             err ? err : "path");
     }
 
-    elen = psd_link_encode_path(epath, sizeof(epath), path, plen) < 0
-           ? 0 : ngx_strlen(epath);
+    elen = psd_link_encode_path(epath, sizeof(epath), lp.path, lp.path_len)
+           < 0 ? 0 : ngx_strlen(epath);
 
-    if (elen == 0 || plen > PSD_LINK_SCOPE_MAX) {
+    if (elen == 0 || lp.path_len > PSD_LINK_SCOPE_MAX) {
         return ngx_http_psd_send_json_error(r, NGX_HTTP_BAD_REQUEST,
                                             "invalid_field", "path");
     }
 
-    out = ngx_pnalloc(r->pool, elen + qlen + 128 + sizeof(id));
+    /*
+     * The order keeps a list of its links, and each link what it opens,
+     * for the status views ("what can I download, how many times").
+     * Written without waiting: the link works without it.
+     */
+
+    if (lp.order_len && llcf->redis) {
+        call = ngx_http_psd_redis_call_create(NULL, llcf->redis, 3);
+
+        if (call) {
+            argv[0] = "SADD";
+            argvlen[0] = 4;
+            argv[1] = (const char *) okey;
+            argvlen[1] = ngx_sprintf(okey, "psd:{order:%V}:links",
+                                     &ictx->order) - okey;
+            argv[2] = ictx->id;
+            argvlen[2] = 22;
+
+            (void) ngx_http_psd_redis_call_add(call, 3, argv, argvlen);
+
+            argv[0] = "HSET";
+            argvlen[0] = 4;
+            argv[1] = (const char *) key;
+            argvlen[1] = ngx_sprintf(key, "psd:{link:%s}", ictx->id) - key;
+            argv[2] = "path";
+            argvlen[2] = 4;
+            argv[3] = lp.path;
+            argvlen[3] = lp.path_len;
+            argv[4] = "exp";
+            argvlen[4] = 3;
+            argv[5] = (const char *) num[0];
+            argvlen[5] = ngx_sprintf(num[0], "%L", (int64_t) lp.exp) - num[0];
+            argv[6] = "limit";
+            argvlen[6] = 5;
+            argv[7] = (const char *) num[1];
+            argvlen[7] = ngx_sprintf(num[1], "%uD", lp.limit) - num[1];
+
+            (void) ngx_http_psd_redis_call_add(call, 8, argv, argvlen);
+
+            argv[0] = "EXPIREAT";
+            argvlen[0] = 8;
+            argv[2] = (const char *) num[2];
+            argvlen[2] = ngx_sprintf(num[2], "%L",
+                                     (int64_t) lp.exp + llcf->skew + 86400)
+                         - num[2];
+
+            (void) ngx_http_psd_redis_call_add(call, 3, argv, argvlen);
+
+            if (ngx_http_psd_redis_call_send(call, NULL, NULL) != NGX_OK) {
+                ngx_http_psd_log(NGX_LOG_WARN, r, 0,
+                                 "psd_link: link \"%s\" issued, not listed "
+                                 "under its order (redis unavailable)",
+                                 ictx->id);
+            }
+        }
+    }
+
+    out = ngx_pnalloc(r->pool, elen + qlen + 128 + 23);
     if (out == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     /* the URL and id are made of URL-safe characters: no JSON escaping */
 
-    p = ngx_sprintf(out, "{\"url\":\"%*s?%*s\",\"id\":\"%s\","
+    p = ngx_sprintf(out, "{\"url\":\"%*s?%*s\",\"id\":\"%*s\","
                     "\"expires\":%T}\n",
-                    elen, epath, (size_t) qlen, query, id,
-                    (time_t) lp.exp);
+                    elen, epath, (size_t) qlen, query, (size_t) 22,
+                    ictx->id, (time_t) lp.exp);
 
     ngx_http_psd_count(LINK_ISSUED);
 

@@ -63,6 +63,7 @@ typedef struct {
     ngx_str_t                     kind;
     ngx_str_t                     order;
     ngx_http_psd_redis_call_t    *call;
+    ngx_uint_t                    nticket_cmds;
     ngx_uint_t                    http_status;
     unsigned                      body_done:1;
     unsigned                      waiting:1;
@@ -1298,7 +1299,7 @@ ngx_http_psd_order_status_handler(ngx_http_request_t *r)
     ctx->order = order;
     ngx_http_set_ctx(r, ctx, ngx_http_psd_order_module);
 
-    call = ngx_http_psd_redis_call_create(r, olcf->redis, 3);
+    call = ngx_http_psd_redis_call_create(r, olcf->redis, 4);
     if (call == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1319,6 +1320,12 @@ ngx_http_psd_order_status_handler(ngx_http_request_t *r)
     argv[0] = "SMEMBERS";
     argvlen[0] = 8;
     argvlen[1] = ngx_cpymem(key + olen, ":tickets", 8) - key;
+
+    if (ngx_http_psd_redis_call_add(call, 2, argv, argvlen) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    argvlen[1] = ngx_cpymem(key + olen, ":links", 6) - key;
 
     if (ngx_http_psd_redis_call_add(call, 2, argv, argvlen) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1363,9 +1370,9 @@ ngx_http_psd_order_status_done(ngx_http_psd_redis_call_t *call)
     ngx_http_request_t  *r = call->data;
 
     u_char                         *dot;
-    size_t                          i, argvlen[4];
-    redisReply                     *tickets, *t;
-    const char                     *argv[4];
+    size_t                          i, argvlen[4], largvlen[7];
+    redisReply                     *tickets, *links, *t;
+    const char                     *argv[4], *largv[7];
     ngx_http_psd_order_ctx_t       *ctx;
     ngx_http_psd_redis_call_t      *call2;
     ngx_http_psd_order_loc_conf_t  *olcf;
@@ -1376,11 +1383,21 @@ ngx_http_psd_order_status_done(ngx_http_psd_redis_call_t *call)
 
     ctx->call = call;
 
-    tickets = (call->status == NGX_HTTP_PSD_REDIS_OK && call->ncmds >= 2)
+    tickets = (call->status == NGX_HTTP_PSD_REDIS_OK && call->ncmds >= 3)
               ? call->replies[1] : NULL;
+    links = (call->status == NGX_HTTP_PSD_REDIS_OK && call->ncmds >= 3)
+            ? call->replies[2] : NULL;
 
-    if (tickets == NULL || tickets->type != REDIS_REPLY_ARRAY
-        || tickets->elements == 0)
+    if (tickets && tickets->type != REDIS_REPLY_ARRAY) {
+        tickets = NULL;
+    }
+
+    if (links && links->type != REDIS_REPLY_ARRAY) {
+        links = NULL;
+    }
+
+    if ((tickets == NULL || tickets->elements == 0)
+        && (links == NULL || links->elements == 0))
     {
         ngx_http_psd_order_status_respond(r, NULL);
         return;
@@ -1391,14 +1408,13 @@ ngx_http_psd_order_status_done(ngx_http_psd_redis_call_t *call)
      * round trip, one pipelined write, bounded to the newest 50.
      */
 
-    call2 = ngx_http_psd_redis_call_create(r, olcf->redis,
-                                           ngx_min(tickets->elements, 50));
+    call2 = ngx_http_psd_redis_call_create(r, olcf->redis, 100);
     if (call2 == NULL) {
         ngx_http_psd_order_status_respond(r, NULL);
         return;
     }
 
-    for (i = 0; i < tickets->elements && i < 50; i++) {
+    for (i = 0; tickets && i < tickets->elements && i < 50; i++) {
         t = tickets->element[i];
 
         dot = (t->type == REDIS_REPLY_STRING && t->len < 100)
@@ -1420,6 +1436,45 @@ ngx_http_psd_order_status_done(ngx_http_psd_redis_call_t *call)
         argvlen[3] = 10;
 
         if (ngx_http_psd_redis_call_add(call2, 4, argv, argvlen) != NGX_OK) {
+            break;
+        }
+    }
+
+    ctx->nticket_cmds = call2->ncmds;
+
+    /* each link: what it opens, until when, how many uses, how many used */
+
+    for (i = 0; links && i < links->elements && i < 50; i++) {
+        t = links->element[i];
+
+        if (t->type != REDIS_REPLY_STRING || t->len > 64) {
+            continue;
+        }
+
+        argv[0] = "HMGET";
+        argvlen[0] = 5;
+        argv[1] = (const char *) key;
+        argvlen[1] = ngx_sprintf(key, "psd:{link:%*s}", t->len, t->str) - key;
+
+        largv[0] = "HMGET";
+        largv[1] = argv[1];
+        largv[2] = "path";
+        largv[3] = "exp";
+        largv[4] = "limit";
+        largv[5] = "used";
+        largv[6] = "revoked";
+
+        largvlen[0] = 5;
+        largvlen[1] = argvlen[1];
+        largvlen[2] = 4;
+        largvlen[3] = 3;
+        largvlen[4] = 5;
+        largvlen[5] = 4;
+        largvlen[6] = 7;
+
+        if (ngx_http_psd_redis_call_add(call2, 7, largv, largvlen)
+            != NGX_OK)
+        {
             break;
         }
     }
@@ -1454,8 +1509,8 @@ ngx_http_psd_order_status_respond(ngx_http_request_t *r,
     u_char                         *body;
     size_t                          i, k, len;
     json_t                         *out, *payment, *timeline, *ev, *list;
-    ngx_int_t                       rc;
-    redisReply                     *hash, *events, *tickets, *e, *f;
+    ngx_int_t                       rc, limit, used;
+    redisReply                     *hash, *events, *tickets, *links, *e, *f;
     const char                     *state;
     ngx_http_psd_order_ctx_t       *ctx;
     ngx_http_psd_order_loc_conf_t  *olcf;
@@ -1539,7 +1594,7 @@ ngx_http_psd_order_status_respond(ngx_http_request_t *r,
             ev = json_object();
             json_object_set_new(ev, "ticket", json_string(e->str));
 
-            f = (call2 && k < call2->ncmds) ? call2->replies[k] : NULL;
+            f = (call2 && k < ctx->nticket_cmds) ? call2->replies[k] : NULL;
             k++;
 
             if (f && f->type == REDIS_REPLY_ARRAY && f->elements == 2
@@ -1554,13 +1609,75 @@ ngx_http_psd_order_status_respond(ngx_http_request_t *r,
 
         json_object_set_new(out, "tickets", list);
     }
+
+    /* the links issued for the order, with the uses left */
+
+    links = (call->ncmds >= 3) ? call->replies[2] : NULL;
+
+    if (links && links->type == REDIS_REPLY_ARRAY) {
+        list = json_array();
+
+        for (i = 0, k = ctx->nticket_cmds;
+             i < links->elements && i < 50;
+             i++)
+        {
+            e = links->element[i];
+
+            if (e->type != REDIS_REPLY_STRING || e->len > 64) {
+                continue;
+            }
+
+            f = (call2 && k < call2->ncmds) ? call2->replies[k] : NULL;
+            k++;
+
+            if (f == NULL || f->type != REDIS_REPLY_ARRAY
+                || f->elements != 5
+                || f->element[0]->type != REDIS_REPLY_STRING)
+            {
+                /* the link has lapsed and its record with it */
+                continue;
+            }
+
+            ev = json_object();
+            json_object_set_new(ev, "link", json_string(e->str));
+            json_object_set_new(ev, "path", json_string(f->element[0]->str));
+
+            if (f->element[1]->type == REDIS_REPLY_STRING) {
+                json_object_set_new(ev, "expires",
+                             json_integer(ngx_atotm((u_char *)
+                                                    f->element[1]->str,
+                                                    f->element[1]->len)));
+            }
+
+            limit = (f->element[2]->type == REDIS_REPLY_STRING)
+                    ? ngx_atoi((u_char *) f->element[2]->str,
+                               f->element[2]->len) : 0;
+            used = (f->element[3]->type == REDIS_REPLY_STRING)
+                   ? ngx_atoi((u_char *) f->element[3]->str,
+                              f->element[3]->len) : 0;
+
+            if (limit > 0) {
+                json_object_set_new(ev, "downloads_left",
+                                    json_integer(ngx_max(limit
+                                                 - ngx_max(used, 0), 0)));
+            }
+
+            json_object_set_new(ev, "revoked",
+                      json_boolean(f->element[4]->type
+                                   == REDIS_REPLY_STRING));
+
+            json_array_append_new(list, ev);
+        }
+
+        json_object_set_new(out, "links", list);
+    }
     json_object_set_new(out, "payment", payment);
     json_object_set_new(out, "downloads_allowed",
                         json_boolean(ngx_strcmp(state, "paid") == 0
                                      && !json_object_get(out,
                                                 "downloads_revoked_at")));
 
-    events = call->ncmds == 3 ? call->replies[2] : NULL;
+    events = call->ncmds == 4 ? call->replies[3] : NULL;
 
     if (events && events->type == REDIS_REPLY_ARRAY) {
         timeline = json_array();
