@@ -57,13 +57,16 @@ stop:
 
 # One prove run counts everything: unit tests, nginx tests and nginx -t of
 # every example in conf/.
+# the Lua packages let the lua-compat tests run (they skip without them)
 test: build
+	@util/deps --lua
 	prove -j$(PROVE_JOBS) $(UNIT_BINS) t/unit/*.t t/*.t
 
 test-unit: deps unit
 	@for b in $(UNIT_BINS); do echo "# $$b"; $$b || exit 1; done
 
 test-nginx: build
+	@util/deps --lua
 	prove -j$(PROVE_JOBS) t/*.t
 
 asan:

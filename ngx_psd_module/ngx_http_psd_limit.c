@@ -546,9 +546,10 @@ ngx_http_psd_limit(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
 
         if (limits[i].zone->redis_name.len != zone->redis_name.len
-            || ngx_strncmp(limits[i].zone->redis_name.data,
-                           zone->redis_name.data, zone->redis_name.len)
-               != 0)
+            || (zone->redis_name.len
+                && ngx_strncmp(limits[i].zone->redis_name.data,
+                               zone->redis_name.data, zone->redis_name.len)
+                   != 0))
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                "limit zones \"%V\" and \"%V\" use different "

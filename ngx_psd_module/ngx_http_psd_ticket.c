@@ -112,6 +112,8 @@ static ngx_int_t ngx_http_psd_ticket_update_send(ngx_http_request_t *r,
 static void ngx_http_psd_ticket_updated(ngx_http_psd_redis_call_t *call);
 static void ngx_http_psd_ticket_finalize(ngx_http_request_t *r,
     ngx_int_t rc);
+static void ngx_http_psd_ticket_link_order(ngx_http_request_t *r,
+    ngx_http_psd_ticket_ctx_t *ctx);
 
 
 static ngx_conf_num_bounds_t  ngx_http_psd_ticket_maxlen_bounds = {
@@ -223,14 +225,15 @@ static ngx_http_psd_redis_script_t  ngx_http_psd_ticket_create_script = {
     "ticket_create",
     "local f = {}\n"
     "for i = 4, #ARGV, 2 do f[ARGV[i]] = ARGV[i + 1] end\n"
+    "local args = {'XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',\n"
+    "              'ticket', ARGV[1], 'created_at', ARGV[3]}\n"
+    "for i = 4, #ARGV do args[#args + 1] = ARGV[i] end\n"
+    "local id = redis.call(unpack(args))\n"
     "redis.call('HSET', KEYS[2], 'state', 'open', 'created_at', ARGV[3],\n"
     "           'queue', f.queue, 'priority', f.priority,\n"
     "           'first_response_due', f.first_response_due,\n"
     "           'resolution_due', f.resolution_due, 'order', f.order or '')\n"
-    "local args = {'XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*',\n"
-    "              'ticket', ARGV[1], 'created_at', ARGV[3]}\n"
-    "for i = 4, #ARGV do args[#args + 1] = ARGV[i] end\n"
-    "return redis.call(unpack(args))\n",
+    "return id\n",
     ""
 };
 
@@ -980,7 +983,7 @@ ngx_http_psd_ticket_decide(ngx_http_request_t *r,
     ngx_http_psd_ticket_answer_t    *answer;
     ngx_http_psd_ticket_loc_conf_t  *tlcf;
     u_char                           rnd[NGX_HTTP_PSD_TICKET_ID_LEN];
-    u_char                           k1[64], k2[160], k3[96];
+    u_char                           k1[64], k2[160];
     u_char                           now[NGX_TIME_T_LEN];
     u_char                           maxlen[NGX_INT_T_LEN];
     u_char                           due1[NGX_TIME_T_LEN];
@@ -1056,7 +1059,7 @@ ngx_http_psd_ticket_decide(ngx_http_request_t *r,
                              + (ctx->rule ? ctx->rule->first_response
                                           : 4 * 3600);
 
-    call = ngx_http_psd_redis_call_create(r, tlcf->redis, 2);
+    call = ngx_http_psd_redis_call_create(r, tlcf->redis, 1);
     if (call == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -1128,22 +1131,6 @@ ngx_http_psd_ticket_decide(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    /* the order lists its tickets, for the status views */
-
-    if (ctx->order) {
-        argv[0] = "SADD";
-        argvlen[0] = 4;
-        argv[1] = (const char *) k3;
-        argvlen[1] = ngx_sprintf(k3, "psd:{order:%s}:tickets", ctx->order)
-                     - k3;
-        argv[2] = (const char *) ctx->id;
-        argvlen[2] = ctx->id_len;
-
-        if (ngx_http_psd_redis_call_add(call, 3, argv, argvlen) != NGX_OK) {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
-        }
-    }
-
     if (ngx_http_psd_redis_call_send(call, ngx_http_psd_ticket_created, r)
         != NGX_OK)
     {
@@ -1182,6 +1169,12 @@ ngx_http_psd_ticket_created(ngx_http_psd_redis_call_t *call)
 
     ngx_http_psd_count(TICKETS_OPENED);
 
+    /* the order lists the ticket once it exists; without waiting */
+
+    if (ctx->order) {
+        ngx_http_psd_ticket_link_order(r, ctx);
+    }
+
     out = ngx_pnalloc(r->pool, 256 + ctx->id_len);
     if (out == NULL) {
         ngx_http_psd_ticket_finalize(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
@@ -1200,6 +1193,40 @@ ngx_http_psd_ticket_created(ngx_http_psd_redis_call_t *call)
 
     ngx_http_psd_ticket_finalize(r, ngx_http_psd_send_json(r,
                                  NGX_HTTP_CREATED, out, p - out));
+}
+
+
+static void
+ngx_http_psd_ticket_link_order(ngx_http_request_t *r,
+    ngx_http_psd_ticket_ctx_t *ctx)
+{
+    size_t                           argvlen[3];
+    const char                      *argv[3];
+    ngx_http_psd_redis_call_t       *call;
+    ngx_http_psd_ticket_loc_conf_t  *tlcf;
+    u_char                           key[96];
+
+    tlcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_ticket_module);
+
+    call = ngx_http_psd_redis_call_create(NULL, tlcf->redis, 1);
+    if (call == NULL) {
+        return;
+    }
+
+    argv[0] = "SADD";
+    argvlen[0] = 4;
+    argv[1] = (const char *) key;
+    argvlen[1] = ngx_sprintf(key, "psd:{order:%s}:tickets", ctx->order)
+                 - key;
+    argv[2] = (const char *) ctx->id;
+    argvlen[2] = ctx->id_len;
+
+    if (ngx_http_psd_redis_call_add(call, 3, argv, argvlen) != NGX_OK) {
+        ngx_destroy_pool(call->pool);
+        return;
+    }
+
+    (void) ngx_http_psd_redis_call_send(call, NULL, NULL);
 }
 
 

@@ -414,8 +414,8 @@ master_process $master;
 error_log logs/error.log debug;
 pid logs/nginx.pid;
 $user
-events { worker_connections 1024; }
 $main
+events { worker_connections 1024; }
 http {
     access_log logs/access.log;
 $temp
