@@ -124,7 +124,7 @@ static ngx_conf_num_bounds_t  ngx_http_psd_ticket_maxlen_bounds = {
 static ngx_command_t  ngx_http_psd_ticket_commands[] = {
 
     { ngx_string("psd_ticket"),
-      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS|NGX_CONF_TAKE1,
       ngx_http_psd_ticket_endpoint,
       NGX_HTTP_LOC_CONF_OFFSET,
       NGX_HTTP_PSD_TICKET_INTAKE,
@@ -354,10 +354,29 @@ ngx_http_psd_ticket_endpoint(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_psd_ticket_loc_conf_t  *tlcf = conf;
 
+    ngx_str_t                 *value;
     ngx_http_core_loc_conf_t  *clcf;
 
     if (tlcf->endpoint) {
         return "is duplicate";
+    }
+
+    /* "psd_ticket on;" as written in nginx.conf; "off" or nothing else */
+
+    value = cf->args->elts;
+
+    if (cf->args->nelts == 2) {
+        if (ngx_strcmp(value[1].data, "off") == 0) {
+            return NGX_CONF_OK;
+        }
+
+        if (ngx_strcmp(value[1].data, "on") != 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid value \"%V\" in \"%V\" directive, "
+                               "it must be \"on\" or \"off\"",
+                               &value[1], &cmd->name);
+            return NGX_CONF_ERROR;
+        }
     }
 
     tlcf->endpoint = cmd->offset;
