@@ -242,7 +242,8 @@ static ngx_http_psd_redis_script_t  ngx_http_psd_ticket_create_script = {
  * KEYS: the ticket's hash.  ARGV: acknowledged or resolved, now.
  * Returns {0} unknown, {2} already so, or {1, first response seconds (-1
  * if not now), first response late (0/1), resolution seconds (-1),
- * resolution late (0/1)}.
+ * resolution late (0/1)}.  Times are clamped at zero: a ticket filed by a
+ * node whose clock runs ahead is still counted.
  */
 
 static ngx_http_psd_redis_script_t  ngx_http_psd_ticket_update_script = {
@@ -257,13 +258,13 @@ static ngx_http_psd_redis_script_t  ngx_http_psd_ticket_update_script = {
     "local fr, frl, rs, rsl = -1, 0, -1, 0\n"
     "if not t[5] then\n"
     "  redis.call('HSET', KEYS[1], 'acknowledged_at', ARGV[2])\n"
-    "  fr = now - tonumber(t[2])\n"
+    "  fr = math.max(0, now - tonumber(t[2]))\n"
     "  if now > tonumber(t[3]) then frl = 1 end\n"
     "end\n"
     "redis.call('HSET', KEYS[1], 'state', ARGV[1])\n"
     "if ARGV[1] == 'resolved' then\n"
     "  redis.call('HSET', KEYS[1], 'resolved_at', ARGV[2])\n"
-    "  rs = now - tonumber(t[2])\n"
+    "  rs = math.max(0, now - tonumber(t[2]))\n"
     "  if now > tonumber(t[4]) then rsl = 1 end\n"
     "end\n"
     "return {1, fr, frl, rs, rsl}\n",
