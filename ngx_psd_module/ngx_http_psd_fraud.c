@@ -82,6 +82,7 @@ typedef struct {
     ngx_int_t                     rc;
     ngx_uint_t                    group_call[16];
     ngx_uint_t                    first_blocklist;
+    ngx_uint_t                    uri_changes;
     unsigned                      waiting:1;
     unsigned                      done:1;
     unsigned                      header_set:1;
@@ -822,26 +823,33 @@ ngx_http_psd_fraud_handler(ngx_http_request_t *r)
 
     flcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_fraud_module);
 
-    if (!flcf->enable || r->internal) {
+    if (!flcf->enable || r != r->main) {
         return NGX_DECLINED;
     }
 
-    ctx = ngx_http_get_module_ctx(r, ngx_http_psd_fraud_module);
+    /* a client request is judged once, also when it arrives by redirect */
+
+    ctx = ngx_http_psd_ctx_get(r, &ngx_http_psd_fraud_module);
 
     if (ctx) {
         if (ctx->waiting) {
             return NGX_AGAIN;
         }
 
+        if (ctx->done && r->uri_changes != ctx->uri_changes) {
+            return NGX_DECLINED;
+        }
+
         return ngx_http_psd_fraud_finish(r, ctx);
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_psd_fraud_ctx_t));
+    ctx = ngx_http_psd_ctx_create(r, &ngx_http_psd_fraud_module,
+                                  sizeof(ngx_http_psd_fraud_ctx_t));
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_http_set_ctx(r, ctx, ngx_http_psd_fraud_module);
+    ctx->uri_changes = r->uri_changes;
 
     /* only our decision may reach the application under this name */
     if (ngx_http_psd_headers_in_remove(r, "X-PSD-Fraud", 0) != NGX_OK) {
@@ -1290,7 +1298,7 @@ ngx_http_psd_fraud_variable(ngx_http_request_t *r,
 {
     ngx_http_psd_fraud_ctx_t  *ctx;
 
-    ctx = ngx_http_get_module_ctx(r->main, ngx_http_psd_fraud_module);
+    ctx = ngx_http_psd_ctx_get(r->main, &ngx_http_psd_fraud_module);
 
     if (ctx == NULL || ctx->decision == 0) {
         v->not_found = 1;

@@ -1147,8 +1147,9 @@ ngx_http_psd_limit_finish(ngx_http_request_t *r,
     }
 
     if (ctx->delay) {
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "psd_limit: delaying request for %M ms", ctx->delay);
+        ngx_http_psd_log(NGX_LOG_DEBUG, r, 0,
+                         "psd_limit: delaying request for %M ms",
+                         ctx->delay);
 
         if (ngx_handle_read_event(r->connection->read, 0) != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;

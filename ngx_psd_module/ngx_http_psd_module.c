@@ -687,23 +687,19 @@ ngx_http_psd_bearer_ok(ngx_http_request_t *r, ngx_str_t *key)
 
 
 /*
- * A small JSON object from a request body that was read into memory.
- * NGX_OK with *json (the caller decrefs it), or an HTTP status with a
- * stable error code in *error.
+ * A request body that was read into memory, in one buffer.  NGX_OK, or an
+ * HTTP status with a stable error code in *error.
  */
 
 ngx_int_t
-ngx_http_psd_body_json(ngx_http_request_t *r, size_t max, void **json,
-    const char **error)
+ngx_http_psd_body_bytes(ngx_http_request_t *r, size_t max, u_char **data,
+    size_t *len, const char **error)
 {
-    u_char        *buf, *p;
-    size_t         len;
-    json_t        *j;
-    ngx_chain_t   *cl;
-    json_error_t   err;
+    u_char       *buf, *p;
+    size_t        n;
+    ngx_chain_t  *cl;
 
-    *json = NULL;
-    len = 0;
+    n = 0;
 
     if (r->request_body && r->request_body->temp_file) {
         *error = "body_too_large";
@@ -719,15 +715,15 @@ ngx_http_psd_body_json(ngx_http_request_t *r, size_t max, void **json,
             return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
         }
 
-        len += cl->buf->last - cl->buf->pos;
+        n += cl->buf->last - cl->buf->pos;
     }
 
-    if (len > max) {
+    if (n > max) {
         *error = "body_too_large";
         return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
     }
 
-    buf = ngx_pnalloc(r->pool, len + 1);
+    buf = ngx_pnalloc(r->pool, n + 1);
     if (buf == NULL) {
         *error = "internal_error";
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -742,6 +738,37 @@ ngx_http_psd_body_json(ngx_http_request_t *r, size_t max, void **json,
         if (cl->buf->last > cl->buf->pos) {
             p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
         }
+    }
+
+    *p = '\0';
+    *data = buf;
+    *len = n;
+
+    return NGX_OK;
+}
+
+
+/*
+ * A small JSON object from a request body that was read into memory.
+ * NGX_OK with *json (the caller decrefs it), or an HTTP status with a
+ * stable error code in *error.
+ */
+
+ngx_int_t
+ngx_http_psd_body_json(ngx_http_request_t *r, size_t max, void **json,
+    const char **error)
+{
+    u_char        *buf;
+    size_t         len;
+    json_t        *j;
+    ngx_int_t      rc;
+    json_error_t   err;
+
+    *json = NULL;
+
+    rc = ngx_http_psd_body_bytes(r, max, &buf, &len, error);
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     j = json_loadb((const char *) buf, len, JSON_REJECT_DUPLICATES, &err);

@@ -631,7 +631,9 @@ ngx_http_psd_order_init(ngx_conf_t *cf)
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 
-    h = ngx_array_push(&cmcf->phases[NGX_HTTP_ACCESS_PHASE].handlers);
+    /* after the access phase: allow/deny and auth apply to webhooks too */
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
     if (h == NULL) {
         return NGX_ERROR;
     }
@@ -652,12 +654,13 @@ static ngx_int_t
 ngx_http_psd_webhook_handler(ngx_http_request_t *r)
 {
     ngx_int_t                       rc;
+    ngx_http_core_loc_conf_t       *clcf;
     ngx_http_psd_order_ctx_t       *ctx;
     ngx_http_psd_order_loc_conf_t  *olcf;
 
     olcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_order_module);
 
-    if (olcf->webhook == NGX_CONF_UNSET_UINT || r->internal) {
+    if (olcf->webhook == NGX_CONF_UNSET_UINT || r != r->main) {
         return NGX_DECLINED;
     }
 
@@ -669,6 +672,19 @@ ngx_http_psd_webhook_handler(ngx_http_request_t *r)
                        ngx_http_psd_send_json_error(r, NGX_HTTP_NOT_ALLOWED,
                                                     "method_not_allowed",
                                                     NULL));
+        }
+
+        /* what would not fit the memory buffer is never read to a file */
+
+        clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+        if (r->headers_in.content_length_n
+            >= (off_t) clcf->client_body_buffer_size)
+        {
+            return ngx_http_psd_finalize_in_phase(r,
+                       ngx_http_psd_send_json_error(r,
+                               NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                               "body_too_large", NULL));
         }
 
         ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_psd_order_ctx_t));

@@ -86,6 +86,7 @@ struct ngx_http_psd_redis_conn_s {
 
 static char *ngx_http_psd_redis_option(ngx_conf_t *cf,
     ngx_http_psd_redis_server_t *server, ngx_str_t *opt);
+static void ngx_http_psd_redis_wipe(void *data);
 #if (NGX_SSL)
 static char *ngx_http_psd_redis_conf_tls(ngx_conf_t *cf,
     ngx_http_psd_redis_server_t *server);
@@ -262,10 +263,11 @@ static char *
 ngx_http_psd_redis_option(ngx_conf_t *cf, ngx_http_psd_redis_server_t *server,
     ngx_str_t *opt)
 {
-    u_char     *eq;
-    ssize_t     size;
-    ngx_int_t   n;
-    ngx_str_t   name, val, *value;
+    u_char              *eq;
+    ssize_t              size;
+    ngx_int_t            n;
+    ngx_str_t            name, val, *value;
+    ngx_pool_cleanup_t  *cln;
 
     value = cf->args->elts;
 
@@ -328,6 +330,17 @@ ngx_http_psd_redis_option(ngx_conf_t *cf, ngx_http_psd_redis_server_t *server,
         }
 
         server->password = val;
+
+        /* the configuration's copy is wiped when the configuration goes */
+
+        cln = ngx_pool_cleanup_add(cf->pool, sizeof(ngx_str_t));
+        if (cln == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *(ngx_str_t *) cln->data = val;
+        cln->handler = ngx_http_psd_redis_wipe;
+
         return NGX_CONF_OK;
     }
 
@@ -483,6 +496,15 @@ ngx_http_psd_redis_conf_tls(ngx_conf_t *cf,
 }
 
 #endif
+
+
+static void
+ngx_http_psd_redis_wipe(void *data)
+{
+    ngx_str_t  *s = data;
+
+    psd_cleanse(s->data, s->len);
+}
 
 
 /*
@@ -1376,6 +1398,16 @@ ngx_http_psd_redis_close(ngx_http_psd_redis_conn_t *conn)
     if (conn->reader) {
         redisReaderFree(conn->reader);
         conn->reader = NULL;
+    }
+
+    /* the buffers held AUTH with the password once */
+
+    if (conn->out.data) {
+        psd_cleanse(conn->out.data, conn->out.size);
+    }
+
+    if (conn->held.data) {
+        psd_cleanse(conn->held.data, conn->held.size);
     }
 
     ngx_free(conn->out.data);

@@ -20,7 +20,10 @@
 #include "ngx_http_psd_redis.h"
 #include "ngx_http_psd_metrics.h"
 #include "ngx_http_psd_ticket.h"
+#include "psd_card.h"
 #include "psd_crypto.h"
+#include "psd_form.h"
+#include "psd_json.h"
 #include "psd_triage.h"
 
 
@@ -101,6 +104,8 @@ static ngx_int_t ngx_http_psd_ticket_handler(ngx_http_request_t *r);
 static void ngx_http_psd_ticket_body(ngx_http_request_t *r);
 static ngx_int_t ngx_http_psd_ticket_intake(ngx_http_request_t *r,
     json_t *body);
+static ngx_int_t ngx_http_psd_ticket_form(ngx_http_request_t *r,
+    json_t **out, const char **error);
 static void ngx_http_psd_ticket_order_read(ngx_http_psd_redis_call_t *call);
 static ngx_int_t ngx_http_psd_ticket_decide(ngx_http_request_t *r,
     ngx_http_psd_ticket_ctx_t *ctx);
@@ -676,12 +681,25 @@ ngx_http_psd_ticket_body(ngx_http_request_t *r)
     void                            *body;
     ngx_int_t                        rc;
     const char                      *error;
+    ngx_table_elt_t                 *ct;
     ngx_http_psd_ticket_loc_conf_t  *tlcf;
 
     tlcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_ticket_module);
 
-    rc = ngx_http_psd_body_json(r, NGX_HTTP_PSD_TICKET_BODY_MAX, &body,
-                                &error);
+    ct = r->headers_in.content_type;
+
+    if (tlcf->endpoint == NGX_HTTP_PSD_TICKET_INTAKE && ct
+        && ct->value.len >= 33
+        && ngx_strncasecmp(ct->value.data,
+                           (u_char *) "application/x-www-form-urlencoded",
+                           33) == 0)
+    {
+        rc = ngx_http_psd_ticket_form(r, (json_t **) &body, &error);
+
+    } else {
+        rc = ngx_http_psd_body_json(r, NGX_HTTP_PSD_TICKET_BODY_MAX, &body,
+                                    &error);
+    }
 
     if (rc != NGX_OK) {
         ngx_http_finalize_request(r, ngx_http_psd_send_json_error(r, rc,
@@ -702,6 +720,105 @@ ngx_http_psd_ticket_body(ngx_http_request_t *r)
     if (rc != NGX_DONE) {
         ngx_http_finalize_request(r, rc);
     }
+}
+
+
+/*
+ * A form post becomes the same JSON object as a JSON post: the intake
+ * validates one shape.  Values are percent-decoded; jansson refuses those
+ * that are not UTF-8.
+ */
+
+static ngx_int_t
+ngx_http_psd_ticket_form(ngx_http_request_t *r, json_t **out,
+    const char **error)
+{
+    u_char            *buf;
+    size_t             len, i;
+    json_t            *obj, *v;
+    ngx_int_t          rc;
+    psd_form_ctx_t    *fctx;
+    psd_form_conf_t    fconf;
+    psd_form_match_t  *m;
+
+    static const char  *names[] = {
+        "email", "subject", "message", "category", "order_id", "file_anyway"
+    };
+    static psd_path_t   paths[6];
+    static ngx_uint_t   parsed;
+
+    if (!parsed) {
+        for (i = 0; i < 6; i++) {
+            if (psd_path_parse(names[i], ngx_strlen(names[i]), &paths[i])
+                != 0)
+            {
+                *error = "internal_error";
+                return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            }
+        }
+
+        parsed = 1;
+    }
+
+    rc = ngx_http_psd_body_bytes(r, NGX_HTTP_PSD_TICKET_BODY_MAX, &buf, &len,
+                                 error);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    fctx = ngx_pcalloc(r->pool, sizeof(psd_form_ctx_t));
+    if (fctx == NULL) {
+        *error = "internal_error";
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    fctx->matches = ngx_pcalloc(r->pool, 6 * sizeof(psd_form_match_t));
+    fctx->max_matches = 6;
+    fctx->dec_size = len + 2 * 6 + 1;
+    fctx->dec = ngx_pnalloc(r->pool, fctx->dec_size);
+
+    if (fctx->matches == NULL || fctx->dec == NULL) {
+        *error = "internal_error";
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    fconf.paths = paths;
+    fconf.npaths = 6;
+
+    if (psd_form_scan(&fconf, buf, len, fctx) != PSD_FORM_OK) {
+        *error = psd_form_strerror(fctx->rc);
+        return NGX_HTTP_BAD_REQUEST;
+    }
+
+    obj = json_object();
+    if (obj == NULL) {
+        *error = "internal_error";
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    for (i = 0; i < fctx->nmatches; i++) {
+        m = &fctx->matches[i];
+
+        if (m->path_index == 5) {
+            v = json_boolean(m->value_len == 4
+                             && ngx_strncmp(m->value, "true", 4) == 0);
+
+        } else {
+            v = json_stringn(m->value, m->value_len);
+        }
+
+        if (v == NULL) {
+            json_decref(obj);
+            *error = "invalid_utf8";
+            return NGX_HTTP_BAD_REQUEST;
+        }
+
+        json_object_set_new(obj, names[m->path_index], v);
+    }
+
+    *out = obj;
+
+    return NGX_OK;
 }
 
 
@@ -755,6 +872,7 @@ ngx_http_psd_ticket_intake(ngx_http_request_t *r, json_t *body)
     json_t                          *v;
     ngx_uint_t                       bad, i;
     const char                      *argv[3];
+    psd_card_scan_t                  scan;
     ngx_pool_cleanup_t              *cln;
     ngx_http_psd_ticket_ctx_t       *ctx;
     ngx_http_psd_redis_call_t       *call;
@@ -795,6 +913,17 @@ ngx_http_psd_ticket_intake(ngx_http_request_t *r, json_t *body)
     ngx_http_psd_ticket_field(order, "order_id", 64, 0);
 
 #undef ngx_http_psd_ticket_field
+
+    /* a ticket is no place for a card number: it would sit in clear */
+
+    if (psd_card_scan((u_char *) ctx->subject, ngx_strlen(ctx->subject), 0,
+                      &scan)
+        || psd_card_scan((u_char *) ctx->message, ngx_strlen(ctx->message), 0,
+                         &scan))
+    {
+        return ngx_http_psd_send_json_error(r, 422, "card_number_in_ticket",
+                                            NULL);
+    }
 
     if (!psd_triage_email_valid(ctx->email, ngx_strlen(ctx->email))) {
         return ngx_http_psd_send_json_error(r, NGX_HTTP_BAD_REQUEST,

@@ -120,6 +120,9 @@ static char *ngx_http_psd_fingerprint_key(ngx_conf_t *cf, ngx_command_t *cmd,
 static ngx_int_t ngx_http_psd_tok_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_int_t ngx_http_psd_tok_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_psd_tok_reveal_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_psd_tok_handler_mode(ngx_http_request_t *r,
+    ngx_uint_t mode);
 static void ngx_http_psd_tok_body(ngx_http_request_t *r);
 static ngx_http_psd_tok_ctx_t *ngx_http_psd_tok_get_ctx(
     ngx_http_request_t *r);
@@ -411,6 +414,13 @@ ngx_http_psd_tok_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    if (conf->mode == NGX_HTTP_PSD_TOK_OUTBOUND && conf->reveal_key.len == 0)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"psd_detokenize\" needs \"psd_detokenize_secret\"");
+        return NGX_CONF_ERROR;
+    }
+
     if (conf->mode == NGX_HTTP_PSD_TOK_INBOUND
         && tmcf->fingerprint_key.len == 0)
     {
@@ -577,6 +587,18 @@ ngx_http_psd_vault_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    key = tmcf->keys.elts;
+
+    for (i = 0; i < tmcf->keys.nelts; i++) {
+        if (key[i].kid_len == value[1].len
+            && ngx_strncmp(key[i].kid, value[1].data, value[1].len) == 0)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "duplicate vault key id \"%V\"", &value[1]);
+            return NGX_CONF_ERROR;
+        }
+    }
+
     key = ngx_array_push(&tmcf->keys);
     if (key == NULL) {
         return NGX_CONF_ERROR;
@@ -658,6 +680,18 @@ ngx_http_psd_tok_init(ngx_conf_t *cf)
     }
 
     *h = ngx_http_psd_tok_handler;
+
+    /*
+     * Reveals run after the access phase: a client that allow/deny (or
+     * auth) refuses never reaches the vault.
+     */
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_psd_tok_reveal_handler;
 
     return NGX_OK;
 }
@@ -783,7 +817,29 @@ ngx_http_psd_tok_add_header(ngx_http_request_t *r, const char *name,
 
 
 static ngx_int_t
+ngx_http_psd_tok_reveal_handler(ngx_http_request_t *r)
+{
+    ngx_http_psd_tok_loc_conf_t  *tlcf;
+
+    tlcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_tokenize_module);
+
+    if (tlcf->mode != NGX_HTTP_PSD_TOK_OUTBOUND) {
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_psd_tok_handler_mode(r, NGX_HTTP_PSD_TOK_OUTBOUND);
+}
+
+
+static ngx_int_t
 ngx_http_psd_tok_handler(ngx_http_request_t *r)
+{
+    return ngx_http_psd_tok_handler_mode(r, NGX_HTTP_PSD_TOK_INBOUND);
+}
+
+
+static ngx_int_t
+ngx_http_psd_tok_handler_mode(ngx_http_request_t *r, ngx_uint_t mode)
 {
     ngx_int_t                     rc;
     ngx_str_t                    *key;
@@ -795,7 +851,7 @@ ngx_http_psd_tok_handler(ngx_http_request_t *r)
 
     tlcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_tokenize_module);
 
-    if (tlcf->mode == 0 || r != r->main) {
+    if (tlcf->mode != mode || r != r->main) {
         return NGX_DECLINED;
     }
 
@@ -1084,12 +1140,12 @@ static ngx_int_t
 ngx_http_psd_tok_process(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
 {
     u_char                        *p;
-    size_t                         i, n, npan, vlen, edits_len, argvlen[5];
+    size_t                         i, n, npan, vlen, edits_len, argvlen[6];
     ngx_int_t                      rc;
     ngx_uint_t                     kind, *kinds;
     psd_card_t                     card;
     psd_edit_t                    *edits;
-    const char                    *value, *path, *argv[5];
+    const char                    *value, *path, *argv[6];
     psd_card_brand_t               brand;
     psd_card_scan_t                scan;
     psd_json_ctx_t                *jctx;
@@ -1483,7 +1539,11 @@ ngx_http_psd_tok_process(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
                                      ? tmcf->vault_ttl : tmcf->cvv_ttl)
                          - ttl;
 
-            if (ngx_http_psd_redis_call_add(call, 5, argv, argvlen)
+            /* a token that exists already (a collision) is never reused */
+            argv[5] = "NX";
+            argvlen[5] = 2;
+
+            if (ngx_http_psd_redis_call_add(call, 6, argv, argvlen)
                 != NGX_OK)
             {
                 rc = NGX_HTTP_INTERNAL_SERVER_ERROR;

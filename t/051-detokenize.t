@@ -332,7 +332,7 @@ psd_detokenize: reveal refused, no valid X-PSD-Reveal-Key
 
 
 
-=== TEST 5: without psd_detokenize_secret no key is needed; no fingerprint key needed; a body without the fields passes
+=== TEST 5: psd_detokenize_secret is required (a reveal is never open to any client); no fingerprint key needed; a body without the fields passes
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=300ms;
     psd_vault_key a $TEST_NGINX_CONF_DIR/keys/vault-a;
@@ -340,22 +340,39 @@ psd_detokenize: reveal refused, no valid X-PSD-Reveal-Key
     location = /gateway {
         psd_detokenize on;
         psd_detokenize_field source.number pan;
+        psd_detokenize_secret $TEST_NGINX_CONF_DIR/keys/reveal;
         proxy_pass http://127.0.0.1:$TEST_NGINX_FAKE_REDIS_PORT/v1/charges;
     }
 --- init
 echo_app();
 --- check
-my $r = post('/gateway', '{"source":{"number":"tok_AAAAAAAAAAAAAAAAAAAAAAAA"}}', key => undef);
-is $r->{status}, 422, 'no key needed: the token is looked up (and unknown)';
+my $r = post('/gateway', '{"source":{"number":"tok_AAAAAAAAAAAAAAAAAAAAAAAA"}}');
+is $r->{status}, 422, 'the token is looked up (and unknown)';
 is $r->{body}, qq({"error":"token_expired","field":"source.number"}\n), 'token_expired';
-$r = post('/gateway', '{"amount":1,"source":{"id":"src_1"}}', key => undef);
+$r = post('/gateway', '{"amount":1,"source":{"id":"src_1"}}');
 is $r->{status}, 200, 'a body without the named fields goes on to the gateway' or diag $r->{body};
 my $s = seen($r);
 is $s && $s->{body}, '{"amount":1,"source":{"id":"src_1"}}', 'a body without the named fields passes as it is';
-$r = post('/gateway', 'amount=1', type => 'application/x-www-form-urlencoded', key => undef);
+$r = post('/gateway', 'amount=1', type => 'application/x-www-form-urlencoded');
 is $r->{status}, 200, 'a form without the named fields goes on to the gateway';
 --- no_error_log
 [error]
+
+
+
+=== TEST 5b: psd_detokenize without psd_detokenize_secret fails nginx -t
+--- http_config
+    psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=300ms;
+    psd_vault_key a $TEST_NGINX_CONF_DIR/keys/vault-a;
+--- config
+    location = /gateway {
+        psd_detokenize on;
+        psd_detokenize_field source.number pan;
+        proxy_pass http://127.0.0.1:1/;
+    }
+--- must_die
+--- error_log
+"psd_detokenize" needs "psd_detokenize_secret"
 
 
 
@@ -703,3 +720,34 @@ $s = seen($r);
 is $s && $s->{body}, source('4242424242424242', '123'), 'its own session: card and CVV revealed';
 --- no_error_log
 [error]
+
+
+
+=== TEST 13: a client that allow/deny refuses never reaches the vault (reveals run after the access phase)
+--- http_config
+    psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=300ms;
+    psd_vault_key a $TEST_NGINX_CONF_DIR/keys/vault-a;
+    psd_fingerprint_key $TEST_NGINX_CONF_DIR/keys/fp;
+--- config
+    location = /checkout {
+        psd_tokenize on;
+        psd_tokenize_field card.number pan;
+        psd_tokenize_field card.cvc cvv;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_FAKE_REDIS_PORT/app;
+    }
+    location = /gateway {
+        deny all;
+        psd_detokenize on;
+        psd_detokenize_field source.number pan;
+        psd_detokenize_field source.cvc cvv;
+        psd_detokenize_secret $TEST_NGINX_CONF_DIR/keys/reveal;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_FAKE_REDIS_PORT/v1/charges;
+    }
+--- init
+echo_app();
+--- check
+my ($pan, $cvv) = tokenize('4242424242424242', '123');
+my $r = post('/gateway', qq({"source":{"number":"$pan","cvc":"$cvv"}}));
+is $r->{status}, 403, 'refused by deny';
+is redis_cmd('EXISTS', "psd:{cvv:$cvv}"), 1, 'the CVV is still in the vault';
+is redis_cmd('XLEN', 'psd:{audit:reveals}'), 0, 'no reveal was attempted';
