@@ -122,6 +122,9 @@ static ngx_int_t ngx_http_psd_link_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
 
+static char  ngx_http_psd_link_node[9];
+
+
 static ngx_conf_num_bounds_t  ngx_http_psd_link_concurrency_bounds = {
     ngx_conf_check_num_bounds, 0, 1000
 };
@@ -920,13 +923,22 @@ ngx_http_psd_link_access_handler(ngx_http_request_t *r)
     if ((ctx->link.limit || llcf->concurrency)
         && ngx_http_psd_link_may_complete(r))
     {
-        ctx->lease.data = ngx_pnalloc(r->pool, 3 * NGX_INT64_LEN);
+        ctx->lease.data = ngx_pnalloc(r->pool, 3 * NGX_INT64_LEN + 12);
         if (ctx->lease.data == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        ctx->lease.len = ngx_sprintf(ctx->lease.data, "%P:%uA:%ui", ngx_pid,
-                                     r->connection->number,
+        /* a random per-process prefix: pids repeat across nodes */
+
+        if (ngx_http_psd_link_node[0] == '\0'
+            && psd_random_base62(ngx_http_psd_link_node, 8) != 0)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ctx->lease.len = ngx_sprintf(ctx->lease.data, "%*s:%P:%uA:%ui",
+                                     (size_t) 8, ngx_http_psd_link_node,
+                                     ngx_pid, r->connection->number,
                                      r->connection->requests)
                          - ctx->lease.data;
     }
