@@ -6,134 +6,48 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "psd_scan.h"
 #include "psd_rate.h"
 #include "psd_rule.h"
 
 
-typedef struct {
-    const char  *start;
-    const char  *p;
-    const char  *end;
-    char        *err;
-    size_t       err_len;
-    size_t      *column;
-} parser_t;
-
-
-typedef struct {
-    char        *buf;
-    size_t       size;
-    size_t       len;
-} writer_t;
-
-
-typedef struct {
-    const char  *name;
-    size_t       len;
-} name_t;
-
-#define NAME(s)  { s, sizeof(s) - 1 }
-
-
 /* indexed by psd_rule_agg_e */
-static const name_t  aggs[] = {
-    NAME(""),
-    NAME("count"),
-    NAME("distinct"),
-    NAME("sum")
+static const psd_name_t  aggs[] = {
+    PSD_NAME(""),
+    PSD_NAME("count"),
+    PSD_NAME("distinct"),
+    PSD_NAME("sum")
 };
 
 /* indexed by psd_rule_event_e */
-static const name_t  events[] = {
-    NAME(""),
-    NAME("requests"),
-    NAME("payment_failed"),
-    NAME("payment_succeeded")
+static const psd_name_t  events[] = {
+    PSD_NAME(""),
+    PSD_NAME("requests"),
+    PSD_NAME("payment_failed"),
+    PSD_NAME("payment_succeeded")
 };
 
 /* indexed by psd_rule_cmp_e */
-static const name_t  cmps[] = {
-    NAME(""),
-    NAME(">"),
-    NAME(">="),
-    NAME("<"),
-    NAME("<="),
-    NAME("==")
+static const psd_name_t  cmps[] = {
+    PSD_NAME(""),
+    PSD_NAME(">"),
+    PSD_NAME(">="),
+    PSD_NAME("<"),
+    PSD_NAME("<="),
+    PSD_NAME("==")
 };
 
 /* indexed by psd_rule_action_e */
-static const name_t  actions[] = {
-    NAME(""),
-    NAME("allow"),
-    NAME("review"),
-    NAME("challenge"),
-    NAME("block")
+static const psd_name_t  actions[] = {
+    PSD_NAME(""),
+    PSD_NAME("allow"),
+    PSD_NAME("review"),
+    PSD_NAME("challenge"),
+    PSD_NAME("block")
 };
-
-#define NELTS(a)  (sizeof(a) / sizeof(a[0]))
 
 /* a quoted name in a message is cut here so the message always fits */
 #define QUOTE_MAX  32
-
-/* lets the compiler check the messages' formats */
-#if defined(__GNUC__)
-#define PRINTF_LIKE(f, a)  __attribute__((format(printf, f, a)))
-#else
-#define PRINTF_LIKE(f, a)
-#endif
-
-
-static int fail(parser_t *ps, const char *at, const char *fmt, ...)
-    PRINTF_LIKE(3, 4);
-static void put(writer_t *w, const char *fmt, ...) PRINTF_LIKE(2, 3);
-
-
-static int
-fail(parser_t *ps, const char *at, const char *fmt, ...)
-{
-    int      n;
-    size_t   len, column;
-    va_list  args;
-
-    column = (size_t) (at - ps->start) + 1;
-
-    if (ps->column) {
-        *ps->column = column;
-    }
-
-    if (ps->err == NULL || ps->err_len == 0) {
-        return -1;
-    }
-
-    va_start(args, fmt);
-    n = vsnprintf(ps->err, ps->err_len, fmt, args);
-    va_end(args);
-
-    len = n < 0 ? 0 : (size_t) n;
-    if (len >= ps->err_len) {
-        len = ps->err_len - 1;
-    }
-
-    snprintf(ps->err + len, ps->err_len - len, " at column %zu", column);
-
-    return -1;
-}
-
-
-static int
-is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
-
-static int
-is_word(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-           || (c >= '0' && c <= '9') || c == '_';
-}
-
 
 /* ASCII only, as nginx lowercases variable names */
 static int
@@ -163,31 +77,8 @@ same_name(const char *a, const char *b)
 }
 
 
-static void
-skip_space(parser_t *ps)
-{
-    while (ps->p < ps->end && is_space(*ps->p)) {
-        ps->p++;
-    }
-}
-
-
-/* [A-Za-z0-9_]* at the cursor: variable names, keywords, numbers */
-static size_t
-word(parser_t *ps)
-{
-    const char  *s = ps->p;
-
-    while (ps->p < ps->end && is_word(*ps->p)) {
-        ps->p++;
-    }
-
-    return (size_t) (ps->p - s);
-}
-
-
 static int
-lookup(const name_t *names, size_t n, const char *s, size_t len)
+lookup(const psd_name_t *names, size_t n, const char *s, size_t len)
 {
     size_t  i;
 
@@ -202,18 +93,18 @@ lookup(const name_t *names, size_t n, const char *s, size_t len)
 
 
 static int
-keyword(parser_t *ps, const char *kw)
+keyword(psd_scan_t *ps, const char *kw)
 {
     size_t       len;
     const char  *at;
 
-    skip_space(ps);
+    psd_scan_skip_space(ps);
 
     at = ps->p;
-    len = word(ps);
+    len = psd_scan_word(ps);
 
     if (len != strlen(kw) || memcmp(at, kw, len) != 0) {
-        return fail(ps, at, "expected \"%s\"", kw);
+        return psd_scan_fail(ps, at, "expected \"%s\"", kw);
     }
 
     return 0;
@@ -221,12 +112,12 @@ keyword(parser_t *ps, const char *kw)
 
 
 static int
-punct(parser_t *ps, char c)
+punct(psd_scan_t *ps, char c)
 {
-    skip_space(ps);
+    psd_scan_skip_space(ps);
 
     if (ps->p == ps->end || *ps->p != c) {
-        return fail(ps, ps->p, "expected \"%c\"", c);
+        return psd_scan_fail(ps, ps->p, "expected \"%c\"", c);
     }
 
     ps->p++;
@@ -237,26 +128,26 @@ punct(parser_t *ps, char c)
 
 /* "$name" into out, the cursor at the '$' */
 static int
-variable(parser_t *ps, char *out)
+variable(psd_scan_t *ps, char *out)
 {
     size_t       len;
     const char  *at;
 
     if (ps->p == ps->end || *ps->p != '$') {
-        return fail(ps, ps->p, "expected a $variable");
+        return psd_scan_fail(ps, ps->p, "expected a $variable");
     }
 
     ps->p++;
     at = ps->p;
-    len = word(ps);
+    len = psd_scan_word(ps);
 
     if (len == 0) {
-        return fail(ps, at, "expected a variable name after \"$\"");
+        return psd_scan_fail(ps, at, "expected a variable name after \"$\"");
     }
 
     if (len > PSD_RULE_VAR_MAX) {
-        return fail(ps, at, "variable name longer than %d characters",
-                    PSD_RULE_VAR_MAX);
+        return psd_scan_fail(ps, at, "variable name longer than %d characters",
+                             PSD_RULE_VAR_MAX);
     }
 
     memcpy(out, at, len);
@@ -267,13 +158,13 @@ variable(parser_t *ps, char *out)
 
 
 static int
-operand(parser_t *ps, psd_rule_t *rule)
+operand(psd_scan_t *ps, psd_rule_t *rule)
 {
     int          ev;
     size_t       len;
     const char  *at, *agg;
 
-    skip_space(ps);
+    psd_scan_skip_space(ps);
 
     at = ps->p;
     agg = aggs[rule->agg].name;
@@ -283,7 +174,7 @@ operand(parser_t *ps, psd_rule_t *rule)
     }
 
     if (rule->agg != PSD_RULE_COUNT) {
-        return fail(ps, at, "\"%s\" needs a $variable", agg);
+        return psd_scan_fail(ps, at, "\"%s\" needs a $variable", agg);
     }
 
     if (at < ps->end && *at == ')') {
@@ -291,17 +182,17 @@ operand(parser_t *ps, psd_rule_t *rule)
         return 0;
     }
 
-    len = word(ps);
+    len = psd_scan_word(ps);
 
     if (len == 0) {
-        return fail(ps, at, "expected an event, a $variable or \")\"");
+        return psd_scan_fail(ps, at, "expected an event, a $variable or \")\"");
     }
 
-    ev = lookup(events, NELTS(events), at, len);
+    ev = lookup(events, PSD_NELTS(events), at, len);
 
     if (ev == 0) {
-        return fail(ps, at, "unknown event \"%.*s\"",
-                    (int) (len < QUOTE_MAX ? len : QUOTE_MAX), at);
+        return psd_scan_fail(ps, at, "unknown event \"%.*s\"",
+                             (int) (len < QUOTE_MAX ? len : QUOTE_MAX), at);
     }
 
     rule->event = (psd_rule_event_e) ev;
@@ -311,18 +202,19 @@ operand(parser_t *ps, psd_rule_t *rule)
 
 
 static int
-keys(parser_t *ps, psd_rule_t *rule)
+keys(psd_scan_t *ps, psd_rule_t *rule)
 {
     size_t       i;
     const char  *at;
 
     for ( ;; ) {
-        skip_space(ps);
+        psd_scan_skip_space(ps);
 
         at = ps->p;
 
         if (rule->nkeys == PSD_RULE_KEYS_MAX) {
-            return fail(ps, at, "more than %d keys", PSD_RULE_KEYS_MAX);
+            return psd_scan_fail(ps, at, "more than %d keys",
+                                 PSD_RULE_KEYS_MAX);
         }
 
         if (variable(ps, rule->keys[rule->nkeys]) != 0) {
@@ -332,13 +224,14 @@ keys(parser_t *ps, psd_rule_t *rule)
         /* nginx variable names ignore case */
         for (i = 0; i < rule->nkeys; i++) {
             if (same_name(rule->keys[i], rule->keys[rule->nkeys])) {
-                return fail(ps, at, "duplicate key \"$%s\"", rule->keys[i]);
+                return psd_scan_fail(ps, at, "duplicate key \"$%s\"",
+                                     rule->keys[i]);
             }
         }
 
         rule->nkeys++;
 
-        skip_space(ps);
+        psd_scan_skip_space(ps);
 
         if (ps->p == ps->end || *ps->p != ',') {
             return 0;
@@ -350,32 +243,32 @@ keys(parser_t *ps, psd_rule_t *rule)
 
 
 static int
-window(parser_t *ps, psd_rule_t *rule)
+window(psd_scan_t *ps, psd_rule_t *rule)
 {
     size_t       len;
     int64_t      ms;
     const char  *at;
 
-    skip_space(ps);
+    psd_scan_skip_space(ps);
 
     at = ps->p;
-    len = word(ps);
+    len = psd_scan_word(ps);
 
     if (len == 0) {
-        return fail(ps, at, "expected a duration like 1h");
+        return psd_scan_fail(ps, at, "expected a duration like 1h");
     }
 
     if (psd_rate_parse_duration(at, len, &ms) != 0) {
-        return fail(ps, at, "invalid duration \"%.*s\"",
-                    (int) (len < QUOTE_MAX ? len : QUOTE_MAX), at);
+        return psd_scan_fail(ps, at, "invalid duration \"%.*s\"",
+                             (int) (len < QUOTE_MAX ? len : QUOTE_MAX), at);
     }
 
     if (ms % 1000 != 0) {
-        return fail(ps, at, "window must be whole seconds");
+        return psd_scan_fail(ps, at, "window must be whole seconds");
     }
 
     if (ms < 1000 || ms > (int64_t) PSD_RULE_WINDOW_MAX * 1000) {
-        return fail(ps, at, "window must be from 1s to 30d");
+        return psd_scan_fail(ps, at, "window must be from 1s to 30d");
     }
 
     rule->window = ms / 1000;
@@ -385,12 +278,12 @@ window(parser_t *ps, psd_rule_t *rule)
 
 
 static int
-comparison(parser_t *ps, psd_rule_t *rule)
+comparison(psd_scan_t *ps, psd_rule_t *rule)
 {
     size_t       len;
     const char  *at;
 
-    skip_space(ps);
+    psd_scan_skip_space(ps);
 
     at = ps->p;
     len = 0;
@@ -402,16 +295,16 @@ comparison(parser_t *ps, psd_rule_t *rule)
         len++;
     }
 
-    rule->cmp = (psd_rule_cmp_e) lookup(cmps, NELTS(cmps), at, len);
+    rule->cmp = (psd_rule_cmp_e) lookup(cmps, PSD_NELTS(cmps), at, len);
 
     /* ">>" is ">" then a bad number, not a bad comparison */
     if (rule->cmp == 0 && len == 2) {
         ps->p--;
-        rule->cmp = (psd_rule_cmp_e) lookup(cmps, NELTS(cmps), at, 1);
+        rule->cmp = (psd_rule_cmp_e) lookup(cmps, PSD_NELTS(cmps), at, 1);
     }
 
     if (rule->cmp == 0) {
-        return fail(ps, at, "expected >, >=, <, <= or ==");
+        return psd_scan_fail(ps, at, "expected >, >=, <, <= or ==");
     }
 
     return 0;
@@ -419,30 +312,30 @@ comparison(parser_t *ps, psd_rule_t *rule)
 
 
 static int
-threshold(parser_t *ps, psd_rule_t *rule)
+threshold(psd_scan_t *ps, psd_rule_t *rule)
 {
     int64_t      n = 0;
     const char  *at;
 
-    skip_space(ps);
+    psd_scan_skip_space(ps);
 
     at = ps->p;
 
     if (ps->p == ps->end || *ps->p < '0' || *ps->p > '9') {
-        return fail(ps, at, "expected a number");
+        return psd_scan_fail(ps, at, "expected a number");
     }
 
     while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9') {
         if (n > (PSD_RULE_THRESHOLD_MAX - (*ps->p - '0')) / 10) {
-            return fail(ps, at, "number larger than %lld",
-                        (long long) PSD_RULE_THRESHOLD_MAX);
+            return psd_scan_fail(ps, at, "number larger than %lld",
+                                 (long long) PSD_RULE_THRESHOLD_MAX);
         }
         n = n * 10 + (*ps->p++ - '0');
     }
 
     if (rule->agg == PSD_RULE_DISTINCT && n >= PSD_RULE_DISTINCT_CAP) {
-        return fail(ps, at, "distinct threshold must be below %d",
-                    PSD_RULE_DISTINCT_CAP);
+        return psd_scan_fail(ps, at, "distinct threshold must be below %d",
+                             PSD_RULE_DISTINCT_CAP);
     }
 
     rule->threshold = n;
@@ -458,7 +351,7 @@ psd_rule_parse(psd_rule_t *rule, const char *text, size_t len,
     int          agg;
     size_t       n;
     const char  *at;
-    parser_t     ps;
+    psd_scan_t   ps;
 
     ps.start = text;
     ps.p = text;
@@ -473,14 +366,15 @@ psd_rule_parse(psd_rule_t *rule, const char *text, size_t len,
         err[0] = '\0';
     }
 
-    skip_space(&ps);
+    psd_scan_skip_space(&ps);
 
     at = ps.p;
-    n = word(&ps);
-    agg = lookup(aggs, NELTS(aggs), at, n);
+    n = psd_scan_word(&ps);
+    agg = lookup(aggs, PSD_NELTS(aggs), at, n);
 
     if (agg == 0) {
-        return fail(&ps, at, "expected \"count\", \"distinct\" or \"sum\"");
+        return psd_scan_fail(&ps, at,
+                             "expected \"count\", \"distinct\" or \"sum\"");
     }
 
     rule->agg = (psd_rule_agg_e) agg;
@@ -498,30 +392,13 @@ psd_rule_parse(psd_rule_t *rule, const char *text, size_t len,
         return -1;
     }
 
-    skip_space(&ps);
+    psd_scan_skip_space(&ps);
 
     if (ps.p != ps.end) {
-        return fail(&ps, ps.p, "unexpected text after the number");
+        return psd_scan_fail(&ps, ps.p, "unexpected text after the number");
     }
 
     return 0;
-}
-
-
-static void
-put(writer_t *w, const char *fmt, ...)
-{
-    int      n;
-    va_list  args;
-
-    va_start(args, fmt);
-    n = vsnprintf(w->len < w->size ? w->buf + w->len : NULL,
-                  w->len < w->size ? w->size - w->len : 0, fmt, args);
-    va_end(args);
-
-    if (n > 0) {
-        w->len += (size_t) n;
-    }
 }
 
 
@@ -540,9 +417,9 @@ name_len(const char *s)
 size_t
 psd_rule_format(const psd_rule_t *rule, char *buf, size_t size)
 {
-    size_t    i;
-    char      window[PSD_RATE_DURATION_LEN];
-    writer_t  w;
+    size_t       i;
+    char         window[PSD_RATE_DURATION_LEN];
+    psd_print_t  w;
 
     w.buf = buf;
     w.size = size;
@@ -552,9 +429,9 @@ psd_rule_format(const psd_rule_t *rule, char *buf, size_t size)
         buf[0] = '\0';
     }
 
-    if (rule->agg < 1 || (size_t) rule->agg >= NELTS(aggs)
-        || rule->cmp < 1 || (size_t) rule->cmp >= NELTS(cmps)
-        || (size_t) rule->event >= NELTS(events)
+    if (rule->agg < 1 || (size_t) rule->agg >= PSD_NELTS(aggs)
+        || rule->cmp < 1 || (size_t) rule->cmp >= PSD_NELTS(cmps)
+        || (size_t) rule->event >= PSD_NELTS(events)
         || rule->nkeys > PSD_RULE_KEYS_MAX
         || rule->window < 0 || rule->window > PSD_RULE_WINDOW_MAX
         || rule->threshold < 0)
@@ -562,26 +439,26 @@ psd_rule_format(const psd_rule_t *rule, char *buf, size_t size)
         return 0;
     }
 
-    put(&w, "%s(", aggs[rule->agg].name);
+    psd_print(&w, "%s(", aggs[rule->agg].name);
 
     if (rule->event != PSD_RULE_EVENT_NONE) {
-        put(&w, "%s", events[rule->event].name);
+        psd_print(&w, "%s", events[rule->event].name);
 
     } else {
-        put(&w, "$%.*s", name_len(rule->var), rule->var);
+        psd_print(&w, "$%.*s", name_len(rule->var), rule->var);
     }
 
-    put(&w, ") by");
+    psd_print(&w, ") by");
 
     for (i = 0; i < rule->nkeys; i++) {
-        put(&w, "%s $%.*s", i ? "," : "", name_len(rule->keys[i]),
-            rule->keys[i]);
+        psd_print(&w, "%s $%.*s", i ? "," : "", name_len(rule->keys[i]),
+                  rule->keys[i]);
     }
 
     psd_rate_format_duration(rule->window * 1000, window);
 
-    put(&w, " over %s %s %lld", window, cmps[rule->cmp].name,
-        (long long) rule->threshold);
+    psd_print(&w, " over %s %s %lld", window, cmps[rule->cmp].name,
+              (long long) rule->threshold);
 
     return w.len;
 }
@@ -647,7 +524,7 @@ psd_rule_kind(const psd_rule_t *rule)
 const char *
 psd_rule_event_name(psd_rule_event_e event)
 {
-    if (event == PSD_RULE_EVENT_NONE || (size_t) event >= NELTS(events)) {
+    if (event == PSD_RULE_EVENT_NONE || (size_t) event >= PSD_NELTS(events)) {
         return NULL;
     }
 
@@ -658,14 +535,14 @@ psd_rule_event_name(psd_rule_event_e event)
 psd_rule_action_e
 psd_rule_action(const char *s, size_t len)
 {
-    return (psd_rule_action_e) lookup(actions, NELTS(actions), s, len);
+    return (psd_rule_action_e) lookup(actions, PSD_NELTS(actions), s, len);
 }
 
 
 const char *
 psd_rule_action_name(psd_rule_action_e action)
 {
-    if (action < 1 || (size_t) action >= NELTS(actions)) {
+    if (action < 1 || (size_t) action >= PSD_NELTS(actions)) {
         return NULL;
     }
 

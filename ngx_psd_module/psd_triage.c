@@ -6,64 +6,40 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "psd_scan.h"
 #include "psd_triage.h"
 
 
-typedef struct {
-    const char  *start;
-    const char  *p;
-    const char  *end;
-    char        *err;
-    size_t       err_len;
-    size_t      *column;
-} parser_t;
-
-
-typedef struct {
-    char        *buf;
-    size_t       size;
-    size_t       len;
-} writer_t;
-
-
-typedef struct {
-    const char  *name;
-    size_t       len;
-} name_t;
-
-#define NAME(s)  { s, sizeof(s) - 1 }
-
-
 /* indexed by psd_triage_field_e */
-static const name_t  fields[] = {
-    NAME(""),
-    NAME("category"),
-    NAME("order_state"),
-    NAME("order_value"),
-    NAME("email_domain"),
-    NAME("keyword")
+static const psd_name_t  fields[] = {
+    PSD_NAME(""),
+    PSD_NAME("category"),
+    PSD_NAME("order_state"),
+    PSD_NAME("order_value"),
+    PSD_NAME("email_domain"),
+    PSD_NAME("keyword")
 };
 
 /* indexed by psd_triage_op_e */
-static const name_t  ops[] = {
-    NAME(""),
-    NAME("=="),
-    NAME("!="),
-    NAME(">"),
-    NAME(">="),
-    NAME("<"),
-    NAME("<="),
-    NAME("has")
+static const psd_name_t  ops[] = {
+    PSD_NAME(""),
+    PSD_NAME("=="),
+    PSD_NAME("!="),
+    PSD_NAME(">"),
+    PSD_NAME(">="),
+    PSD_NAME("<"),
+    PSD_NAME("<="),
+    PSD_NAME("has")
 };
 
 /* the values of order_state */
-static const name_t  states[] = {
-    NAME(""),
-    NAME("created"),
-    NAME("paid"),
-    NAME("refunded"),
-    NAME("chargeback"),
-    NAME("none")
+static const psd_name_t  states[] = {
+    PSD_NAME(""),
+    PSD_NAME("created"),
+    PSD_NAME("paid"),
+    PSD_NAME("refunded"),
+    PSD_NAME("chargeback"),
+    PSD_NAME("none")
 };
 
 /* code points that end a word besides ASCII ones: punctuation, symbols */
@@ -83,54 +59,8 @@ static const uint32_t  separators[][2] = {
     { 0xe0000, 0xe007f }        /* tags */
 };
 
-#define NELTS(a)  (sizeof(a) / sizeof(a[0]))
-
 /* a quoted token in a message is cut here so the message always fits */
 #define QUOTE_MAX  32
-
-#if defined(__GNUC__)
-#define PRINTF_LIKE(f, a)  __attribute__((format(printf, f, a)))
-#else
-#define PRINTF_LIKE(f, a)
-#endif
-
-
-static int fail(parser_t *ps, const char *at, const char *fmt, ...)
-    PRINTF_LIKE(3, 4);
-static void put(writer_t *w, const char *fmt, ...) PRINTF_LIKE(2, 3);
-
-
-static int
-fail(parser_t *ps, const char *at, const char *fmt, ...)
-{
-    int      n;
-    size_t   len, column;
-    va_list  args;
-
-    column = (size_t) (at - ps->start) + 1;
-
-    if (ps->column) {
-        *ps->column = column;
-    }
-
-    if (ps->err == NULL || ps->err_len == 0) {
-        return -1;
-    }
-
-    va_start(args, fmt);
-    n = vsnprintf(ps->err, ps->err_len, fmt, args);
-    va_end(args);
-
-    len = n < 0 ? 0 : (size_t) n;
-    if (len >= ps->err_len) {
-        len = ps->err_len - 1;
-    }
-
-    snprintf(ps->err + len, ps->err_len - len, " at column %zu", column);
-
-    return -1;
-}
-
 
 static unsigned char
 lower(unsigned char c)
@@ -139,28 +69,11 @@ lower(unsigned char c)
 }
 
 
-/* whitespace of a rule text */
-static int
-is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
-
-/* the bytes of field names, operators and keywords */
-static int
-is_word(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-           || (c >= '0' && c <= '9') || c == '_';
-}
-
-
 /* the bytes of an unquoted value */
 static int
 is_bare(char c)
 {
-    return is_word(c) || c == '.' || c == ':' || c == '-';
+    return psd_scan_is_word(c) || c == '.' || c == ':' || c == '-';
 }
 
 
@@ -192,7 +105,7 @@ same_ci(const char *s, size_t len, const char *name, size_t name_len)
 
 
 static int
-lookup_ci(const name_t *names, size_t n, const char *s, size_t len)
+lookup_ci(const psd_name_t *names, size_t n, const char *s, size_t len)
 {
     size_t  i;
 
@@ -411,29 +324,6 @@ space_len(const unsigned char *s, size_t len)
 }
 
 
-static void
-skip_space(parser_t *ps)
-{
-    while (ps->p < ps->end && is_space(*ps->p)) {
-        ps->p++;
-    }
-}
-
-
-/* [A-Za-z0-9_]* at the cursor */
-static size_t
-word(parser_t *ps)
-{
-    const char  *s = ps->p;
-
-    while (ps->p < ps->end && is_word(*ps->p)) {
-        ps->p++;
-    }
-
-    return (size_t) (ps->p - s);
-}
-
-
 static int
 is_op_byte(char c)
 {
@@ -442,26 +332,26 @@ is_op_byte(char c)
 
 
 static int
-parse_field(parser_t *ps, psd_triage_cond_t *cond)
+parse_field(psd_scan_t *ps, psd_triage_cond_t *cond)
 {
     int          f;
     size_t       len;
     const char  *at;
 
-    skip_space(ps);
+    psd_scan_skip_space(ps);
 
     at = ps->p;
-    len = word(ps);
+    len = psd_scan_word(ps);
 
     if (len == 0) {
-        return fail(ps, at, "expected a field");
+        return psd_scan_fail(ps, at, "expected a field");
     }
 
-    f = lookup_ci(fields, NELTS(fields), at, len);
+    f = lookup_ci(fields, PSD_NELTS(fields), at, len);
 
     if (f == 0) {
-        return fail(ps, at, "unknown field \"%.*s\"",
-                    (int) (len < QUOTE_MAX ? len : QUOTE_MAX), at);
+        return psd_scan_fail(ps, at, "unknown field \"%.*s\"",
+                             (int) (len < QUOTE_MAX ? len : QUOTE_MAX), at);
     }
 
     cond->field = (psd_triage_field_e) f;
@@ -471,13 +361,13 @@ parse_field(parser_t *ps, psd_triage_cond_t *cond)
 
 
 static int
-parse_op(parser_t *ps, psd_triage_cond_t *cond)
+parse_op(psd_scan_t *ps, psd_triage_cond_t *cond)
 {
     int          op;
     size_t       len;
     const char  *at;
 
-    skip_space(ps);
+    psd_scan_skip_space(ps);
 
     at = ps->p;
     len = 0;
@@ -488,42 +378,42 @@ parse_op(parser_t *ps, psd_triage_cond_t *cond)
             len++;
         }
 
-        op = lookup_ci(ops, NELTS(ops), at, len);
+        op = lookup_ci(ops, PSD_NELTS(ops), at, len);
 
         /* "<<" is "<" then a bad value, not a bad operator */
         if (op == 0 && len == 2) {
             ps->p--;
-            op = lookup_ci(ops, NELTS(ops), at, 1);
+            op = lookup_ci(ops, PSD_NELTS(ops), at, 1);
         }
 
     } else {
-        len = word(ps);
+        len = psd_scan_word(ps);
         op = same_ci(at, len, "has", 3) ? PSD_TRIAGE_HAS : 0;
     }
 
     if (op == 0) {
-        return fail(ps, at, "expected an operator");
+        return psd_scan_fail(ps, at, "expected an operator");
     }
 
     cond->op = (psd_triage_op_e) op;
 
     if (cond->op == PSD_TRIAGE_HAS) {
         if (cond->field != PSD_TRIAGE_KEYWORD) {
-            return fail(ps, at, "\"has\" only applies to keyword");
+            return psd_scan_fail(ps, at, "\"has\" only applies to keyword");
         }
 
         return 0;
     }
 
     if (cond->field == PSD_TRIAGE_KEYWORD) {
-        return fail(ps, at, "keyword only takes \"has\"");
+        return psd_scan_fail(ps, at, "keyword only takes \"has\"");
     }
 
     if (cond->op != PSD_TRIAGE_EQ && cond->op != PSD_TRIAGE_NE
         && cond->field != PSD_TRIAGE_ORDER_VALUE)
     {
-        return fail(ps, at, "\"%s\" only applies to order_value",
-                    ops[cond->op].name);
+        return psd_scan_fail(ps, at, "\"%s\" only applies to order_value",
+                             ops[cond->op].name);
     }
 
     return 0;
@@ -531,26 +421,26 @@ parse_op(parser_t *ps, psd_triage_cond_t *cond)
 
 
 static int
-parse_number(parser_t *ps, psd_triage_cond_t *cond, const char *at,
+parse_number(psd_scan_t *ps, psd_triage_cond_t *cond, const char *at,
     const char *s, size_t n, int quoted)
 {
     size_t   i;
     int64_t  v;
 
     if (quoted) {
-        return fail(ps, at, "expected a number");
+        return psd_scan_fail(ps, at, "expected a number");
     }
 
     v = 0;
 
     for (i = 0; i < n; i++) {
         if (s[i] < '0' || s[i] > '9') {
-            return fail(ps, at, "expected a number");
+            return psd_scan_fail(ps, at, "expected a number");
         }
 
         if (v > (PSD_TRIAGE_NUMBER_MAX - (s[i] - '0')) / 10) {
-            return fail(ps, at, "number larger than %lld",
-                        (long long) PSD_TRIAGE_NUMBER_MAX);
+            return psd_scan_fail(ps, at, "number larger than %lld",
+                                 (long long) PSD_TRIAGE_NUMBER_MAX);
         }
 
         v = v * 10 + (s[i] - '0');
@@ -565,19 +455,19 @@ parse_number(parser_t *ps, psd_triage_cond_t *cond, const char *at,
 
 
 static int
-parse_value(parser_t *ps, psd_triage_cond_t *cond)
+parse_value(psd_scan_t *ps, psd_triage_cond_t *cond)
 {
     int                   quoted;
     size_t                n, i, ok;
     const char           *at, *s;
     const unsigned char  *u;
 
-    skip_space(ps);
+    psd_scan_skip_space(ps);
 
     at = ps->p;
 
     if (ps->p == ps->end) {
-        return fail(ps, at, "expected a value");
+        return psd_scan_fail(ps, at, "expected a value");
     }
 
     if (*ps->p == '"') {
@@ -588,14 +478,14 @@ parse_value(parser_t *ps, psd_triage_cond_t *cond)
             u = (const unsigned char *) ps->p;
 
             if (is_control(*u) || is_c1(u, (size_t) (ps->end - ps->p))) {
-                return fail(ps, ps->p, "control character in a value");
+                return psd_scan_fail(ps, ps->p, "control character in a value");
             }
 
             ps->p++;
         }
 
         if (ps->p == ps->end) {
-            return fail(ps, at, "unterminated string");
+            return psd_scan_fail(ps, at, "unterminated string");
         }
 
         n = (size_t) (ps->p - s);
@@ -612,17 +502,17 @@ parse_value(parser_t *ps, psd_triage_cond_t *cond)
         n = (size_t) (ps->p - s);
 
         if (n == 0) {
-            return fail(ps, at, "expected a value");
+            return psd_scan_fail(ps, at, "expected a value");
         }
     }
 
     if (n == 0) {
-        return fail(ps, at, "empty value");
+        return psd_scan_fail(ps, at, "empty value");
     }
 
     if (n > PSD_TRIAGE_VALUE_MAX) {
-        return fail(ps, at, "value longer than %d bytes",
-                    PSD_TRIAGE_VALUE_MAX);
+        return psd_scan_fail(ps, at, "value longer than %d bytes",
+                             PSD_TRIAGE_VALUE_MAX);
     }
 
     if (quoted) {
@@ -630,16 +520,16 @@ parse_value(parser_t *ps, psd_triage_cond_t *cond)
         ok = utf8_prefix(u, n);
 
         if (ok != n) {
-            return fail(ps, s + ok, "invalid UTF-8 in a value");
+            return psd_scan_fail(ps, s + ok, "invalid UTF-8 in a value");
         }
 
         if (space_len(u, n)) {
-            return fail(ps, s, "value starts with a space");
+            return psd_scan_fail(ps, s, "value starts with a space");
         }
 
         for (i = 1; i <= 3 && i <= n; i++) {
             if (space_len(u + n - i, i) == i) {
-                return fail(ps, s + n - i, "value ends with a space");
+                return psd_scan_fail(ps, s + n - i, "value ends with a space");
             }
         }
     }
@@ -656,10 +546,10 @@ parse_value(parser_t *ps, psd_triage_cond_t *cond)
     cond->value_len = n;
 
     if (cond->field == PSD_TRIAGE_ORDER_STATE
-        && lookup_ci(states, NELTS(states), s, n) == 0)
+        && lookup_ci(states, PSD_NELTS(states), s, n) == 0)
     {
-        return fail(ps, at, "unknown order state \"%.*s\"",
-                    (int) (n < QUOTE_MAX ? n : QUOTE_MAX), s);
+        return psd_scan_fail(ps, at, "unknown order state \"%.*s\"",
+                             (int) (n < QUOTE_MAX ? n : QUOTE_MAX), s);
     }
 
     return 0;
@@ -672,7 +562,7 @@ psd_triage_parse(psd_triage_rule_t *rule, const char *text, size_t len,
 {
     size_t              n;
     const char         *at;
-    parser_t            ps;
+    psd_scan_t          ps;
     psd_triage_cond_t  *cond;
 
     if (text == NULL) {
@@ -693,28 +583,28 @@ psd_triage_parse(psd_triage_rule_t *rule, const char *text, size_t len,
         err[0] = '\0';
     }
 
-    skip_space(&ps);
+    psd_scan_skip_space(&ps);
 
     if (ps.p == ps.end) {
-        return fail(&ps, ps.p, "expected a condition or \"*\"");
+        return psd_scan_fail(&ps, ps.p, "expected a condition or \"*\"");
     }
 
     if (*ps.p == '*') {
         ps.p++;
-        skip_space(&ps);
+        psd_scan_skip_space(&ps);
 
         if (ps.p != ps.end) {
-            return fail(&ps, ps.p, "\"*\" must be the whole rule");
+            return psd_scan_fail(&ps, ps.p, "\"*\" must be the whole rule");
         }
 
         return 0;
     }
 
     for ( ;; ) {
-        skip_space(&ps);
+        psd_scan_skip_space(&ps);
 
         if (rule->nconds == PSD_TRIAGE_CONDS_MAX) {
-            return fail(&ps, ps.p, "too many conditions");
+            return psd_scan_fail(&ps, ps.p, "too many conditions");
         }
 
         cond = &rule->conds[rule->nconds];
@@ -728,17 +618,17 @@ psd_triage_parse(psd_triage_rule_t *rule, const char *text, size_t len,
 
         rule->nconds++;
 
-        skip_space(&ps);
+        psd_scan_skip_space(&ps);
 
         if (ps.p == ps.end) {
             return 0;
         }
 
         at = ps.p;
-        n = word(&ps);
+        n = psd_scan_word(&ps);
 
         if (!same_ci(at, n, "and", 3)) {
-            return fail(&ps, at, "expected \"and\"");
+            return psd_scan_fail(&ps, at, "expected \"and\"");
         }
     }
 }
@@ -765,10 +655,10 @@ cp_is_word(uint32_t cp)
     size_t  i;
 
     if (cp < 0x80) {
-        return is_word((char) cp);
+        return psd_scan_is_word((char) cp);
     }
 
-    for (i = 0; i < NELTS(separators); i++) {
+    for (i = 0; i < PSD_NELTS(separators); i++) {
         if (cp >= separators[i][0] && cp <= separators[i][1]) {
             return 0;
         }
@@ -809,7 +699,7 @@ word_before(const unsigned char *s, size_t len, size_t i)
     }
 
     if (s[i - 1] < 0x80) {
-        return is_word((char) s[i - 1]);
+        return psd_scan_is_word((char) s[i - 1]);
     }
 
     /* back over continuation bytes to the lead byte, at most 3 */
@@ -1036,23 +926,6 @@ psd_triage_match(const psd_triage_rule_t *rule, const psd_triage_ticket_t *t)
 /* printing */
 
 
-static void
-put(writer_t *w, const char *fmt, ...)
-{
-    int      n;
-    va_list  args;
-
-    va_start(args, fmt);
-    n = vsnprintf(w->len < w->size ? w->buf + w->len : NULL,
-                  w->len < w->size ? w->size - w->len : 0, fmt, args);
-    va_end(args);
-
-    if (n > 0) {
-        w->len += (size_t) n;
-    }
-}
-
-
 /* 1 if a condition is one that psd_triage_format() can print */
 static int
 printable(const psd_triage_cond_t *c)
@@ -1091,7 +964,7 @@ size_t
 psd_triage_format(const psd_triage_rule_t *rule, char *buf, size_t size)
 {
     size_t                    i, j;
-    writer_t                  w;
+    psd_print_t               w;
     const char               *q;
     const psd_triage_cond_t  *c;
 
@@ -1114,18 +987,18 @@ psd_triage_format(const psd_triage_rule_t *rule, char *buf, size_t size)
     }
 
     if (rule->nconds == 0) {
-        put(&w, "*");
+        psd_print(&w, "*");
         return w.len;
     }
 
     for (i = 0; i < rule->nconds; i++) {
         c = &rule->conds[i];
 
-        put(&w, "%s%s %s ", i ? " and " : "", fields[c->field].name,
-            ops[c->op].name);
+        psd_print(&w, "%s%s %s ", i ? " and " : "", fields[c->field].name,
+                  ops[c->op].name);
 
         if (c->field == PSD_TRIAGE_ORDER_VALUE) {
-            put(&w, "%lld", (long long) c->number);
+            psd_print(&w, "%lld", (long long) c->number);
             continue;
         }
 
@@ -1138,7 +1011,7 @@ psd_triage_format(const psd_triage_rule_t *rule, char *buf, size_t size)
             }
         }
 
-        put(&w, "%s%.*s%s", q, (int) c->value_len, c->value, q);
+        psd_print(&w, "%s%.*s%s", q, (int) c->value_len, c->value, q);
     }
 
     return w.len;
@@ -1148,7 +1021,7 @@ psd_triage_format(const psd_triage_rule_t *rule, char *buf, size_t size)
 const char *
 psd_triage_field_name(psd_triage_field_e field)
 {
-    if (field < PSD_TRIAGE_CATEGORY || (size_t) field >= NELTS(fields)) {
+    if (field < PSD_TRIAGE_CATEGORY || (size_t) field >= PSD_NELTS(fields)) {
         return NULL;
     }
 
@@ -1159,7 +1032,7 @@ psd_triage_field_name(psd_triage_field_e field)
 const char *
 psd_triage_op_name(psd_triage_op_e op)
 {
-    if (op < PSD_TRIAGE_EQ || (size_t) op >= NELTS(ops)) {
+    if (op < PSD_TRIAGE_EQ || (size_t) op >= PSD_NELTS(ops)) {
         return NULL;
     }
 
