@@ -1337,37 +1337,13 @@ ngx_http_psd_fraud_variable(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_psd_fraud_admin_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                       rc;
     ngx_http_psd_fraud_loc_conf_t  *flcf;
 
     flcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_fraud_module);
 
-    if (r->method != NGX_HTTP_POST) {
-        return ngx_http_psd_send_json_error(r, NGX_HTTP_NOT_ALLOWED,
-                                            "method_not_allowed", NULL);
-    }
-
-    if (!ngx_http_psd_bearer_ok(r, &flcf->api_key)) {
-        return ngx_http_psd_send_json_error(r, NGX_HTTP_UNAUTHORIZED,
-                                            "unauthorized", NULL);
-    }
-
-    if (r->headers_in.content_length_n > NGX_HTTP_PSD_FRAUD_BODY_MAX) {
-        return ngx_http_psd_send_json_error(r,
-                                            NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                            "body_too_large", NULL);
-    }
-
-    r->request_body_in_single_buf = 1;
-
-    rc = ngx_http_read_client_request_body(r,
-                                           ngx_http_psd_fraud_admin_body);
-
-    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-        return rc;
-    }
-
-    return NGX_DONE;
+    return ngx_http_psd_read_post(r, &flcf->api_key,
+                                  NGX_HTTP_PSD_FRAUD_BODY_MAX,
+                                  ngx_http_psd_fraud_admin_body);
 }
 
 

@@ -1313,38 +1313,13 @@ ngx_http_psd_link_release(ngx_http_psd_link_ctx_t *ctx, ngx_uint_t completed,
 static ngx_int_t
 ngx_http_psd_link_endpoint_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                      rc;
     ngx_http_psd_link_loc_conf_t  *llcf;
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_link_module);
 
-    if (r->method != NGX_HTTP_POST) {
-        return ngx_http_psd_send_json_error(r, NGX_HTTP_NOT_ALLOWED,
-                                            "method_not_allowed", NULL);
-    }
-
-    if (!ngx_http_psd_bearer_ok(r, &llcf->api_key)) {
-        return ngx_http_psd_send_json_error(r, NGX_HTTP_UNAUTHORIZED,
-                                            "unauthorized", NULL);
-    }
-
-    /* small JSON bodies only, and never spooled to a temporary file */
-
-    if (r->headers_in.content_length_n > NGX_HTTP_PSD_LINK_BODY_MAX) {
-        return ngx_http_psd_send_json_error(r,
-                                            NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                            "body_too_large", NULL);
-    }
-
-    r->request_body_in_single_buf = 1;
-
-    rc = ngx_http_read_client_request_body(r, ngx_http_psd_link_body_handler);
-
-    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-        return rc;
-    }
-
-    return NGX_DONE;
+    return ngx_http_psd_read_post(r, &llcf->api_key,
+                                  NGX_HTTP_PSD_LINK_BODY_MAX,
+                                  ngx_http_psd_link_body_handler);
 }
 
 

@@ -687,6 +687,46 @@ ngx_http_psd_bearer_ok(ngx_http_request_t *r, ngx_str_t *key)
 
 
 /*
+ * The start of every JSON endpoint: POST only, the bearer key when one is
+ * given, and a small body read into memory (never spooled to a temporary
+ * file: it may hold secrets).  Returns what the content handler returns.
+ */
+
+ngx_int_t
+ngx_http_psd_read_post(ngx_http_request_t *r, ngx_str_t *api_key, off_t max,
+    ngx_http_client_body_handler_pt post_handler)
+{
+    ngx_int_t  rc;
+
+    if (r->method != NGX_HTTP_POST) {
+        return ngx_http_psd_send_json_error(r, NGX_HTTP_NOT_ALLOWED,
+                                            "method_not_allowed", NULL);
+    }
+
+    if (api_key && !ngx_http_psd_bearer_ok(r, api_key)) {
+        return ngx_http_psd_send_json_error(r, NGX_HTTP_UNAUTHORIZED,
+                                            "unauthorized", NULL);
+    }
+
+    if (r->headers_in.content_length_n > max) {
+        return ngx_http_psd_send_json_error(r,
+                                            NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                            "body_too_large", NULL);
+    }
+
+    r->request_body_in_single_buf = 1;
+
+    rc = ngx_http_read_client_request_body(r, post_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+/*
  * A request body that was read into memory, in one buffer.  NGX_OK, or an
  * HTTP status with a stable error code in *error.
  */

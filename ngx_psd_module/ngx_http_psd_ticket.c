@@ -640,38 +640,17 @@ ngx_http_psd_ticket_init(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_psd_ticket_handler(ngx_http_request_t *r)
 {
-    ngx_int_t                        rc;
     ngx_http_psd_ticket_loc_conf_t  *tlcf;
 
     tlcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_ticket_module);
 
-    if (r->method != NGX_HTTP_POST) {
-        return ngx_http_psd_send_json_error(r, NGX_HTTP_NOT_ALLOWED,
-                                            "method_not_allowed", NULL);
-    }
+    /* customers file tickets without a key; staff updates need one */
 
-    if (tlcf->endpoint == NGX_HTTP_PSD_TICKET_ADMIN
-        && !ngx_http_psd_bearer_ok(r, &tlcf->api_key))
-    {
-        return ngx_http_psd_send_json_error(r, NGX_HTTP_UNAUTHORIZED,
-                                            "unauthorized", NULL);
-    }
-
-    if (r->headers_in.content_length_n > NGX_HTTP_PSD_TICKET_BODY_MAX) {
-        return ngx_http_psd_send_json_error(r,
-                                            NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                                            "body_too_large", NULL);
-    }
-
-    r->request_body_in_single_buf = 1;
-
-    rc = ngx_http_read_client_request_body(r, ngx_http_psd_ticket_body);
-
-    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-        return rc;
-    }
-
-    return NGX_DONE;
+    return ngx_http_psd_read_post(r,
+                                  tlcf->endpoint == NGX_HTTP_PSD_TICKET_ADMIN
+                                  ? &tlcf->api_key : NULL,
+                                  NGX_HTTP_PSD_TICKET_BODY_MAX,
+                                  ngx_http_psd_ticket_body);
 }
 
 

@@ -417,7 +417,8 @@ ngx_http_psd_tok_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     if (conf->mode == NGX_HTTP_PSD_TOK_OUTBOUND && conf->reveal_key.len == 0)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"psd_detokenize\" needs \"psd_detokenize_secret\"");
+                           "\"psd_detokenize\" needs "
+                           "\"psd_detokenize_secret\"");
         return NGX_CONF_ERROR;
     }
 
