@@ -98,7 +98,8 @@ fuzz:
 	    mkdir -p $(BUILD)/fuzz/corpus-$$t; \
 	    echo "fuzz: $$n for $(FUZZ_SECONDS) s"; \
 	    $(BUILD)/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) \
-	        -print_final_stats=1 $(BUILD)/fuzz/corpus-$$t \
+	        -print_final_stats=1 -artifact_prefix=$(BUILD)/fuzz/$$n- \
+	        $(BUILD)/fuzz/corpus-$$t \
 	        t/fuzz/corpus/$$t > $(BUILD)/fuzz/$$n.log 2>&1; rc=$$?; \
 	    grep -E "number_of_executed_units|SUMMARY" $(BUILD)/fuzz/$$n.log; \
 	    [ $$rc -eq 0 ] || { tail -n 40 $(BUILD)/fuzz/$$n.log; exit 1; }; \
