@@ -1080,6 +1080,16 @@ ngx_http_psd_redis_read_handler(ngx_event_t *rev)
         return;
     }
 
+    /*
+     * worker_shutdown_timeout: nginx asks every connection to close; ours
+     * must not keep the exiting worker alive until Redis answers
+     */
+
+    if (c->close) {
+        ngx_http_psd_redis_fail(conn, 0, NULL);
+        return;
+    }
+
     for ( ;; ) {
         n = c->recv(c, buf, sizeof(buf));
 
