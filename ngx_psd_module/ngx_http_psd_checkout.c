@@ -63,6 +63,8 @@ typedef struct {
 static ngx_int_t ngx_http_psd_checkout_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_http_psd_checkout_init(ngx_conf_t *cf);
 static void *ngx_http_psd_checkout_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_psd_checkout_time_error(ngx_conf_t *cf,
+    const char *directive);
 static char *ngx_http_psd_checkout_merge_loc_conf(ngx_conf_t *cf,
     void *parent, void *child);
 static ngx_int_t ngx_http_psd_checkout_handler(ngx_http_request_t *r);
@@ -219,6 +221,17 @@ ngx_http_psd_checkout_create_loc_conf(ngx_conf_t *cf)
 }
 
 
+/* a time that is merged from outer levels is named, not only its value */
+
+static char *
+ngx_http_psd_checkout_time_error(ngx_conf_t *cf, const char *directive)
+{
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "\"%s\" must be at least 1s", directive);
+    return NGX_CONF_ERROR;
+}
+
+
 static char *
 ngx_http_psd_checkout_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child)
@@ -237,11 +250,16 @@ ngx_http_psd_checkout_merge_loc_conf(ngx_conf_t *cf, void *parent,
         return NGX_CONF_OK;
     }
 
-    if (conf->session_ttl < 1 || conf->idem_ttl < 1 || conf->idem_lock < 1) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "checkout session and idempotency times must be "
-                           "at least 1s");
-        return NGX_CONF_ERROR;
+    if (conf->session_ttl < 1) {
+        return ngx_http_psd_checkout_time_error(cf, "psd_checkout_session_ttl");
+    }
+
+    if (conf->idem_ttl < 1) {
+        return ngx_http_psd_checkout_time_error(cf, "psd_idempotency_ttl");
+    }
+
+    if (conf->idem_lock < 1) {
+        return ngx_http_psd_checkout_time_error(cf, "psd_idempotency_lock");
     }
 
     ngx_http_psd_checkout_used = 1;

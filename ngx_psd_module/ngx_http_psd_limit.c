@@ -129,7 +129,7 @@ static ngx_conf_enum_t  ngx_http_psd_limit_failure_modes[] = {
 
 
 static ngx_conf_num_bounds_t  ngx_http_psd_limit_status_bounds = {
-    ngx_conf_check_num_bounds, 400, 599
+    ngx_http_psd_conf_check_bounds, 400, 599
 };
 
 

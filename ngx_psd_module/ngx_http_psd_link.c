@@ -126,7 +126,7 @@ static char  ngx_http_psd_link_node[9];
 
 
 static ngx_conf_num_bounds_t  ngx_http_psd_link_concurrency_bounds = {
-    ngx_conf_check_num_bounds, 0, 1000
+    ngx_http_psd_conf_check_bounds, 0, 1000
 };
 
 

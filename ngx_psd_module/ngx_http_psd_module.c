@@ -532,6 +532,60 @@ ngx_http_psd_secret_file(ngx_conf_t *cf, ngx_str_t *name, size_t min_len,
 
 /* an API key or reveal key from a file, into the ngx_str_t at cmd->offset */
 
+/*
+ * ngx_conf_check_num_bounds() names neither the directive nor the value;
+ * these do, for numbers and for times (high -1: no upper bound).
+ */
+
+static char *
+ngx_http_psd_conf_bounds_error(ngx_conf_t *cf, ngx_conf_num_bounds_t *b)
+{
+    ngx_str_t  *value = cf->args->elts;
+
+    if (b->high == -1) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\", it must be at "
+                           "least %i", &value[1], &value[0], b->low);
+
+    } else {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid value \"%V\" in \"%V\", it must be "
+                           "between %i and %i", &value[1], &value[0],
+                           b->low, b->high);
+    }
+
+    return NGX_CONF_ERROR;
+}
+
+
+char *
+ngx_http_psd_conf_check_bounds(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_conf_num_bounds_t  *b = post;
+    ngx_int_t              *np = data;
+
+    if (*np >= b->low && (b->high == -1 || *np <= b->high)) {
+        return NGX_CONF_OK;
+    }
+
+    return ngx_http_psd_conf_bounds_error(cf, b);
+}
+
+
+char *
+ngx_http_psd_conf_check_sec_bounds(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_conf_num_bounds_t  *b = post;
+    time_t                 *sp = data;
+
+    if (*sp >= b->low && (b->high == -1 || *sp <= b->high)) {
+        return NGX_CONF_OK;
+    }
+
+    return ngx_http_psd_conf_bounds_error(cf, b);
+}
+
+
 char *
 ngx_http_psd_conf_set_secret_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)

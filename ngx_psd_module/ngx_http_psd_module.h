@@ -83,6 +83,9 @@ void *ngx_http_psd_ctx_get(ngx_http_request_t *r, ngx_module_t *module);
 
 ngx_int_t ngx_http_psd_add_variables(ngx_conf_t *cf,
     ngx_http_variable_t *vars);
+char *ngx_http_psd_conf_check_bounds(ngx_conf_t *cf, void *post, void *data);
+char *ngx_http_psd_conf_check_sec_bounds(ngx_conf_t *cf, void *post,
+    void *data);
 char *ngx_http_psd_conf_set_secret_slot(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 ngx_table_elt_t *ngx_http_psd_header_in(ngx_http_request_t *r,

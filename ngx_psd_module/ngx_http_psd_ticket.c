@@ -122,7 +122,7 @@ static void ngx_http_psd_ticket_link_order(ngx_http_request_t *r,
 
 
 static ngx_conf_num_bounds_t  ngx_http_psd_ticket_maxlen_bounds = {
-    ngx_conf_check_num_bounds, 100, 10000000
+    ngx_http_psd_conf_check_bounds, 100, 10000000
 };
 
 
@@ -577,6 +577,23 @@ ngx_http_psd_ticket_answer(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         {
             answer->kind = NGX_HTTP_PSD_ANSWER_STATE;
         }
+    }
+
+    /* answers also know payment_failed: unpaid, with failed attempts */
+
+    if (answer->kind == NGX_HTTP_PSD_ANSWER_STATE
+        && !psd_triage_order_state_valid((char *) answer->match.data,
+                                         answer->match.len)
+        && !(answer->match.len == sizeof("payment_failed") - 1
+             && ngx_strncmp(answer->match.data, "payment_failed",
+                            answer->match.len) == 0))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown order state \"%V\" in "
+                           "\"psd_ticket_answer\", use created, paid, "
+                           "payment_failed, refunded, chargeback or none",
+                           &answer->match);
+        return NGX_CONF_ERROR;
     }
 
     if (answer->kind == 0 || answer->match.len == 0

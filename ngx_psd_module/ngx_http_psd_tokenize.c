@@ -154,6 +154,12 @@ static ngx_conf_enum_t  ngx_http_psd_tok_formats[] = {
 };
 
 
+/* a vault entry must outlive the request that stores it (Redis: EX >= 1) */
+static ngx_conf_num_bounds_t  ngx_http_psd_tok_ttl_bounds = {
+    ngx_http_psd_conf_check_sec_bounds, 1, -1
+};
+
+
 static ngx_command_t  ngx_http_psd_tok_commands[] = {
 
     { ngx_string("psd_vault_key"),
@@ -175,14 +181,14 @@ static ngx_command_t  ngx_http_psd_tok_commands[] = {
       ngx_conf_set_sec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_psd_tok_main_conf_t, vault_ttl),
-      NULL },
+      &ngx_http_psd_tok_ttl_bounds },
 
     { ngx_string("psd_vault_cvv_ttl"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE1,
       ngx_conf_set_sec_slot,
       NGX_HTTP_MAIN_CONF_OFFSET,
       offsetof(ngx_http_psd_tok_main_conf_t, cvv_ttl),
-      NULL },
+      &ngx_http_psd_tok_ttl_bounds },
 
     { ngx_string("psd_tokenize"),
       NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,

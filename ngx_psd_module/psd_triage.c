@@ -234,6 +234,13 @@ is_label_byte(char c)
 
 
 int
+psd_triage_order_state_valid(const char *s, size_t len)
+{
+    return lookup_ci(states, PSD_NELTS(states), s, len) != 0;
+}
+
+
+int
 psd_triage_email_valid(const char *s, size_t len)
 {
     size_t       i, at, label, dots;
@@ -546,7 +553,7 @@ parse_value(psd_scan_t *ps, psd_triage_cond_t *cond)
     cond->value_len = n;
 
     if (cond->field == PSD_TRIAGE_ORDER_STATE
-        && lookup_ci(states, PSD_NELTS(states), s, n) == 0)
+        && !psd_triage_order_state_valid(s, n))
     {
         return psd_scan_fail(ps, at, "unknown order state \"%.*s\"",
                              (int) (n < QUOTE_MAX ? n : QUOTE_MAX), s);

@@ -103,6 +103,9 @@ int psd_triage_match(const psd_triage_rule_t *rule,
  * labels of 1 to 63 [A-Za-z0-9-] not beginning or ending with '-'; at
  * most 254 bytes in all
  */
+/* 1 if s is an order state that rules may name ("paid", ...), any case */
+int psd_triage_order_state_valid(const char *s, size_t len);
+
 int psd_triage_email_valid(const char *s, size_t len);
 
 /* 1 if the bytes are valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF) */

@@ -237,7 +237,7 @@ must hold 16 to 512 bytes
     }
 --- must_die
 --- error_log
-value must be between 0 and 1000
+invalid value "1001" in "psd_link_concurrency", it must be between 0 and 1000
 
 
 

@@ -1120,7 +1120,7 @@ invalid limit zone name "a:b"
     location /t/ { psd_limit z; psd_limit_status 600; }
 --- must_die
 --- error_log
-value must be between 400 and 599
+invalid value "600" in "psd_limit_status", it must be between 400 and 599
 
 
 
@@ -1129,7 +1129,7 @@ value must be between 400 and 599
     location /t/ { psd_limit_status 399; }
 --- must_die
 --- error_log
-value must be between 400 and 599
+invalid value "399" in "psd_limit_status", it must be between 400 and 599
 
 
 

@@ -756,7 +756,7 @@ $main::HTTP =~ s{psd_idempotency_ttl 1h}{psd_idempotency_ttl 0}r
 $main::LOCS
 --- must_die
 --- error_log
-checkout session and idempotency times must be at least 1s
+"psd_idempotency_ttl" must be at least 1s
 
 
 
@@ -767,7 +767,7 @@ $main::HTTP =~ s{psd_checkout_session_ttl 10m}{psd_checkout_session_ttl 0}r
 $main::LOCS
 --- must_die
 --- error_log
-checkout session and idempotency times must be at least 1s
+"psd_checkout_session_ttl" must be at least 1s
 
 
 
@@ -778,4 +778,4 @@ $main::HTTP . "    psd_idempotency_lock 0s;\n"
 $main::LOCS
 --- must_die
 --- error_log
-checkout session and idempotency times must be at least 1s
+"psd_idempotency_lock" must be at least 1s

@@ -1299,7 +1299,7 @@ invalid answer keyword " refund": value starts with a space
     location = /t { psd_ticket; psd_ticket_stream_maxlen 99; }
 --- must_die
 --- error_log
-value must be between 100 and 10000000
+invalid value "99" in "psd_ticket_stream_maxlen", it must be between 100 and 10000000
 
 
 
