@@ -530,17 +530,20 @@ ngx_http_psd_secret_file(ngx_conf_t *cf, ngx_str_t *name, size_t min_len,
 }
 
 
-/* an API key or reveal key from a file, into the ngx_str_t at cmd->offset */
-
 /*
  * ngx_conf_check_num_bounds() names neither the directive nor the value;
  * these do, for numbers and for times (high -1: no upper bound).
  */
 
 static char *
-ngx_http_psd_conf_bounds_error(ngx_conf_t *cf, ngx_conf_num_bounds_t *b)
+ngx_http_psd_conf_bounds(ngx_conf_t *cf, ngx_conf_num_bounds_t *b,
+    ngx_int_t n)
 {
     ngx_str_t  *value = cf->args->elts;
+
+    if (n >= b->low && (b->high == -1 || n <= b->high)) {
+        return NGX_CONF_OK;
+    }
 
     if (b->high == -1) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -561,30 +564,18 @@ ngx_http_psd_conf_bounds_error(ngx_conf_t *cf, ngx_conf_num_bounds_t *b)
 char *
 ngx_http_psd_conf_check_bounds(ngx_conf_t *cf, void *post, void *data)
 {
-    ngx_conf_num_bounds_t  *b = post;
-    ngx_int_t              *np = data;
-
-    if (*np >= b->low && (b->high == -1 || *np <= b->high)) {
-        return NGX_CONF_OK;
-    }
-
-    return ngx_http_psd_conf_bounds_error(cf, b);
+    return ngx_http_psd_conf_bounds(cf, post, *(ngx_int_t *) data);
 }
 
 
 char *
 ngx_http_psd_conf_check_sec_bounds(ngx_conf_t *cf, void *post, void *data)
 {
-    ngx_conf_num_bounds_t  *b = post;
-    time_t                 *sp = data;
-
-    if (*sp >= b->low && (b->high == -1 || *sp <= b->high)) {
-        return NGX_CONF_OK;
-    }
-
-    return ngx_http_psd_conf_bounds_error(cf, b);
+    return ngx_http_psd_conf_bounds(cf, post, (ngx_int_t) *(time_t *) data);
 }
 
+
+/* an API key or reveal key from a file, into the ngx_str_t at cmd->offset */
 
 char *
 ngx_http_psd_conf_set_secret_slot(ngx_conf_t *cf, ngx_command_t *cmd,

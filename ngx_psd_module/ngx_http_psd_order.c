@@ -912,7 +912,11 @@ ngx_http_psd_webhook_process(ngx_http_request_t *r,
         p = body;
         for (cl = r->request_body->bufs; cl; cl = cl->next) {
             b = cl->buf;
-            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+
+            /* the last buffer of a chunked body may be empty, pos NULL */
+            if (b->last != b->pos) {
+                p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            }
         }
     }
 

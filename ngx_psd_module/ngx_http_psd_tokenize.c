@@ -1130,6 +1130,12 @@ ngx_http_psd_tok_collect(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
     p = ctx->body;
 
     for (cl = r->request_body->bufs; cl; cl = cl->next) {
+
+        /* the last buffer of a chunked body may be empty, pos NULL */
+        if (cl->buf->last == cl->buf->pos) {
+            continue;
+        }
+
         p = ngx_cpymem(p, cl->buf->pos, cl->buf->last - cl->buf->pos);
 
         /* the card leaves nginx's buffers as soon as it is copied */
