@@ -238,7 +238,12 @@ sub _start_nginx {
             $nginx_pid = undef;
             return 'nginx exited at startup: ' . _status($?);
         }
+        # nginx listens before it installs its signal handlers and writes
+        # the pid file after: a QUIT in between would kill it outright
+        # (slow enough to hit under valgrind)
+        my ($written) = _slurp("$SERVROOT/logs/nginx.pid") =~ /(\d+)/;
         return undef if worker_pids() >= ($VALGRIND ? 1 : $want)
+            && ($written // 0) == $nginx_pid
             && IO::Socket::IP->new(PeerHost => '127.0.0.1', PeerPort => $PORT,
                                    Proto => 'tcp');
     }
