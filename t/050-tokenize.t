@@ -9,7 +9,8 @@
 # format, every refusal (400/413/415/422/503) with the application never
 # reached and nothing written to the vault, the safety net in the body and
 # the query string, the memory-only body (413, no client_body_temp file),
-# Redis failures, client X-PSD-* headers (renamed X-Client-X-PSD-*),
+# Redis failures (down, stopped, -OOM, -READONLY), client X-PSD-* headers
+# (renamed X-Client-X-PSD-*),
 # $psd_card_* in a fraud rule and a log format, internal redirects, bodies
 # on other methods, psd_tokenize_redis, and nginx -t errors.
 #
@@ -1305,3 +1306,54 @@ unknown redis server "vault"
 --- must_die
 --- error_log
 "psd_vault_key" directive is not allowed here
+
+
+
+=== TEST 42: Redis refuses writes (-OOM at maxmemory, -READONLY as a replica): 503 + Retry-After, nothing stored, the card never passes, back without a reload
+--- http_config
+    psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=500ms;
+    psd_vault_key a $TEST_NGINX_CONF_DIR/keys/vault-a;
+    psd_fingerprint_key $TEST_NGINX_CONF_DIR/keys/fp;
+--- config
+    location = /checkout {
+        psd_tokenize on;
+        psd_tokenize_field card.number pan;
+        psd_tokenize_field card.cvc cvv;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_FAKE_REDIS_PORT/app;
+    }
+--- init
+echo_app();
+--- check
+my $card = '{"card":{"number":"4242424242424242","cvc":"123"}}';
+redis_cmd('FLUSHALL');
+is post('/checkout', $card)->{status}, 200, 'writable: 200';
+redis_cmd('FLUSHALL');
+
+my $refused = sub {
+    my ($what) = @_;
+    my $r = post('/checkout', $card);
+    is $r->{status}, 503, "$what: 503";
+    is $r->{headers}{'retry-after'}, '1', "$what: Retry-After: 1";
+    is $r->{body}, qq({"error":"backend_unavailable"}\n), "$what: backend_unavailable";
+    ok !$r->{headers}{'x-echo'}, "$what: the application was not reached";
+    is vault_count(), 0, "$what: nothing stored (no PAN without its CVV or the reverse)";
+};
+
+# maxmemory with noeviction: every write is -OOM
+is redis_cmd(qw(CONFIG SET maxmemory-policy noeviction)), 'OK', 'noeviction';
+is redis_cmd(qw(CONFIG SET maxmemory 1)), 'OK', 'maxmemory 1 byte';
+$refused->('-OOM');
+is redis_cmd(qw(CONFIG SET maxmemory 0)), 'OK', 'maxmemory lifted';
+is post('/checkout', $card)->{status}, 200, 'after -OOM: 200 without a reload';
+redis_cmd('FLUSHALL');
+
+# a primary demoted to a replica (of nothing that answers): -READONLY
+is redis_cmd(qw(REPLICAOF 127.0.0.1 1)), 'OK', 'REPLICAOF a dead primary';
+$refused->('-READONLY');
+is redis_cmd(qw(REPLICAOF NO ONE)), 'OK', 'promoted again';
+ok wait_until(sub { post('/checkout', $card)->{status} == 200 }, 5),
+    'after -READONLY: 200 without a reload';
+--- no_error_log
+4242424242424242
+[alert]
+[crit]
