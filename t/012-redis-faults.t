@@ -1,6 +1,7 @@
 # Fault injection for the Redis client, through psd_counter: a server that
 # dies, stops (SIGSTOP), refuses the handshake or is full; fake servers that
-# answer garbage, too much, too late, or nothing; clients that leave while
+# answer garbage, error replies (-OOM, -LOADING, -READONLY), too much, too
+# late, or nothing; clients that leave while
 # their command is pending; fail open; no leaked descriptors.  Each block
 # checks the answer, that it comes in bounded time (a sanity bound, not a
 # benchmark), that the worker survives (same pid) and recovery without a
@@ -501,6 +502,30 @@ check_fault();
 is fake_conns(), 1, 'an error reply does not cost the connection';
 --- error_log eval
 qr/\[error\] .*psd_counter: redis answered "OOM command not allowed when used memory/
+--- no_error_log
+[warn]
+
+
+
+=== TEST 16b: fake server answers -LOADING and -READONLY: 503, logged, the connection stays
+--- http_config eval
+fake_fault(sub {
+    my ($s, $c) = @_;
+    print {$s} $c->[1] =~ /f1/
+        ? "-LOADING Redis is loading the dataset in memory\r\n"
+        : "-READONLY You can't write against a read only replica.\r\n";
+    1;
+})
+--- config
+    location /c { psd_counter $arg_k ttl=60; }
+    location /plain { return 200; }
+    location /status { psd_status on; }
+--- check
+check_fault();
+is fake_conns(), 1, 'error replies do not cost the connection';
+--- error_log eval
+[qr/psd_counter: redis answered "LOADING Redis is loading/,
+ qr/psd_counter: redis answered "READONLY You can't write/]
 --- no_error_log
 [warn]
 
