@@ -1,8 +1,8 @@
 # Fault injection for the Redis client, through psd_counter: a server that
 # dies, stops (SIGSTOP), refuses the handshake or is full; fake servers that
 # answer garbage, error replies (-OOM, -LOADING, -READONLY), too much, too
-# late, or nothing; clients that leave while
-# their command is pending; fail open; no leaked descriptors.  Each block
+# late, or nothing; clients that leave while their command is pending;
+# fail open; no leaked descriptors.  Each block
 # checks the answer, that it comes in bounded time (a sanity bound, not a
 # benchmark), that the worker survives (same pid) and recovery without a
 # reload.
