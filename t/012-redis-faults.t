@@ -1,9 +1,9 @@
 # Fault injection for the Redis client, through psd_counter: a server that
 # dies, stops (SIGSTOP), refuses the handshake or is full; fake servers that
-# answer garbage, error replies (-OOM, -LOADING, -READONLY), too much, too
-# late, or nothing; clients that leave while their command is pending;
-# fail open; no leaked descriptors.  Each block
-# checks the answer, that it comes in bounded time (a sanity bound, not a
+# answer garbage, error replies (-OOM, -LOADING, -READONLY), one byte at a
+# time, too much, too late, or nothing; clients that leave while their
+# command is pending; fail open; no leaked descriptors.  Each block checks
+# the answer, that it comes in bounded time (a sanity bound, not a
 # benchmark), that the worker survives (same pid) and recovery without a
 # reload.
 #
@@ -527,6 +527,33 @@ is fake_conns(), 1, 'error replies do not cost the connection';
 [qr/psd_counter: redis answered "LOADING Redis is loading/,
  qr/psd_counter: redis answered "READONLY You can't write/]
 --- no_error_log
+[warn]
+
+
+
+=== TEST 16c: fake server sends each reply one byte at a time: assembled, 200
+--- http_config eval
+fake_fault(sub {
+    my ($s) = @_;
+    for my $byte (split //, ":7\r\n") {
+        print {$s} $byte;
+        sleep 0.02;
+    }
+    1;
+})
+--- config
+    location /c { psd_counter $arg_k ttl=60; }
+    location /status { psd_status on; }
+--- check
+ok wait_for(3, \&connected), 'connected to the fake server';
+for my $i (1 .. 3) {
+    my $r = http_get("/c?k=b$i");
+    is $r->{status}, 200, "request $i: 200";
+    is count_of($r), 7, "request $i: the count from a reply read byte by byte";
+}
+is fake_conns(), 1, 'one connection throughout';
+--- no_error_log
+[error]
 [warn]
 
 
