@@ -94,6 +94,8 @@ static ngx_int_t ngx_http_psd_webhook_finish(ngx_http_request_t *r,
     ngx_http_psd_order_ctx_t *ctx);
 static ngx_int_t ngx_http_psd_order_status_handler(ngx_http_request_t *r);
 static void ngx_http_psd_order_status_done(ngx_http_psd_redis_call_t *call);
+static ngx_uint_t ngx_http_psd_order_link_revoked(ngx_http_request_t *r,
+    ngx_http_psd_redis_call_t *call);
 static void ngx_http_psd_order_tickets_done(ngx_http_psd_redis_call_t *call);
 static void ngx_http_psd_order_status_respond(ngx_http_request_t *r,
     ngx_http_psd_redis_call_t *call2);
@@ -1249,8 +1251,10 @@ ngx_http_psd_order_status_handler(ngx_http_request_t *r)
     ngx_http_psd_redis_call_t      *call;
     ngx_http_psd_order_loc_conf_t  *olcf;
     u_char                          key[NGX_HTTP_PSD_ORDER_ID_MAX + 32];
+    u_char                          lkey[PSD_LINK_ID_MAX + 16];
 
     olcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_order_module);
+    link = NULL;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
         return ngx_http_psd_send_json_error(r, NGX_HTTP_NOT_ALLOWED,
@@ -1351,6 +1355,26 @@ ngx_http_psd_order_status_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /*
+     * The status link's own revocation, not its order's: the customer of
+     * a refunded order must still see the refund.
+     */
+
+    if (link) {
+        argv[0] = "HEXISTS";
+        argvlen[0] = 7;
+        argv[1] = (const char *) lkey;
+        argvlen[1] = ngx_sprintf(lkey, "psd:{link:%*s}", link->id_len,
+                                 link->id)
+                     - lkey;
+        argv[2] = "revoked";
+        argvlen[2] = 7;
+
+        if (ngx_http_psd_redis_call_add(call, 3, argv, argvlen) != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
     if (olcf->status == NGX_HTTP_PSD_STATUS_STAFF) {
         p = ngx_cpymem(key + olen, ":events", 7);
 
@@ -1402,6 +1426,11 @@ ngx_http_psd_order_status_done(ngx_http_psd_redis_call_t *call)
     olcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_order_module);
 
     ctx->call = call;
+
+    if (ngx_http_psd_order_link_revoked(r, call)) {
+        ngx_http_psd_order_status_respond(r, NULL);
+        return;
+    }
 
     tickets = (call->status == NGX_HTTP_PSD_REDIS_OK && call->ncmds >= 3)
               ? call->replies[1] : NULL;
@@ -1509,6 +1538,30 @@ ngx_http_psd_order_status_done(ngx_http_psd_redis_call_t *call)
 }
 
 
+/* a customer's status link that was revoked by its id */
+
+static ngx_uint_t
+ngx_http_psd_order_link_revoked(ngx_http_request_t *r,
+    ngx_http_psd_redis_call_t *call)
+{
+    redisReply                     *revoked;
+    ngx_http_psd_order_loc_conf_t  *olcf;
+
+    olcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_order_module);
+
+    if (olcf->status != NGX_HTTP_PSD_STATUS_CUSTOMER
+        || call->status != NGX_HTTP_PSD_REDIS_OK || call->ncmds != 4)
+    {
+        return 0;
+    }
+
+    revoked = call->replies[3];
+
+    return revoked && revoked->type == REDIS_REPLY_INTEGER
+           && revoked->integer == 1;
+}
+
+
 static void
 ngx_http_psd_order_tickets_done(ngx_http_psd_redis_call_t *call)
 {
@@ -1545,6 +1598,14 @@ ngx_http_psd_order_status_respond(ngx_http_request_t *r,
 
     if (hash == NULL || hash->type != REDIS_REPLY_ARRAY) {
         rc = ngx_http_psd_send_unavailable(r, 1);
+        goto done;
+    }
+
+    if (ngx_http_psd_order_link_revoked(r, call)) {
+        ngx_http_psd_log(NGX_LOG_INFO, r, 0,
+                         "psd_order_status: denied, %s", "revoked");
+        rc = ngx_http_psd_send_json_error(r, NGX_HTTP_GONE, "link_revoked",
+                                          NULL);
         goto done;
     }
 
@@ -1697,7 +1758,8 @@ ngx_http_psd_order_status_respond(ngx_http_request_t *r,
                                      && !json_object_get(out,
                                                 "downloads_revoked_at")));
 
-    events = call->ncmds == 4 ? call->replies[3] : NULL;
+    events = (olcf->status == NGX_HTTP_PSD_STATUS_STAFF && call->ncmds == 4)
+             ? call->replies[3] : NULL;
 
     if (events && events->type == REDIS_REPLY_ARRAY) {
         timeline = json_array();

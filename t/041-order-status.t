@@ -183,6 +183,11 @@ $j = json_body(http_get($url));
 is $j->{payment}{state}, 'paid', 'ord_3b: still paid';
 ok !$j->{downloads_allowed}, 'ord_3b: downloads no longer allowed';
 ok $j->{downloads_revoked_at}, 'ord_3b: downloads_revoked_at';
+# the status link itself revoked by its id (not by its order): 410
+my ($sid) = $url =~ /psd_id=([^&]+)/;
+is api_post('/api/revoke', qq({"link":"$sid"}))->{status}, 200, 'the status link revoked by its id';
+is_error(http_get($url), 410, 'link_revoked', 'a revoked status link');
+ok json_body(http_get(status_link('ord_3b')))->{payment}, 'a new status link for the order works';
 --- no_error_log
 [error]
 
