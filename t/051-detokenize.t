@@ -16,6 +16,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use PsdTest;
+use PsdTest::Echo;    # echo_app, seen
 use PsdTest::Link qw(write_key_file json_body wait_until b64url);
 use Digest::SHA qw(sha256);
 use MIME::Base64 qw(encode_base64 decode_base64);
@@ -31,43 +32,6 @@ write_key_file('vault-a-hex', unpack('H*', $VAULT_A) . "\n");
 write_key_file('vault-b', $VAULT_B);
 write_key_file('fp', $FP_KEY);
 write_key_file('reveal', "$REVEAL\n");
-
-# The application and the gateway: answer every request with its bytes.
-sub echo_app {
-    fake_redis_start(sub {
-        my ($sock) = @_;
-        my $buf = '';
-        while (index($buf, "\r\n\r\n") < 0) {
-            sysread($sock, $buf, 65536, length $buf) or return;
-        }
-        my $hlen = index($buf, "\r\n\r\n") + 4;
-        my $len = substr($buf, 0, $hlen) =~ /^content-length:[ \t]*(\d+)\r$/mi ? $1 : 0;
-        while (length($buf) < $hlen + $len) {
-            sysread($sock, $buf, 65536, length $buf) or last;
-        }
-        print {$sock} "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-            . "X-Echo: 1\r\nContent-Length: " . length($buf) . "\r\nConnection: close\r\n\r\n$buf";
-    });
-}
-
-# what the echo server saw: { line, head, body, pairs, h }, or undef
-sub seen {
-    my ($r) = @_;
-    return undef unless ($r->{status} // 0) == 200 && $r->{headers}{'x-echo'};
-    my $raw = $r->{body};
-    my $end = index $raw, "\r\n\r\n";
-    return undef if $end < 0;
-    my ($line, @lines) = split /\r\n/, substr($raw, 0, $end);
-    my (@pairs, %h);
-    for (@lines) {
-        my ($n, $v) = /^([^:]*):[ \t]*(.*?)[ \t]*$/ ? ($1, $2) : (undef, $_);
-        push @pairs, [$n, $v];
-        push @{ $h{lc $n} }, $v if defined $n;
-    }
-    return { line => $line, head => substr($raw, 0, $end), pairs => \@pairs,
-             h => { map { $_ => join ', ', @{ $h{$_} } } keys %h },
-             body => substr($raw, $end + 4) };
-}
 
 sub post {
     my ($path, $body, %o) = @_;

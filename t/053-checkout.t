@@ -18,6 +18,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use PsdTest;
+use PsdTest::Echo;    # echo_app, seen
 use PsdTest::Link qw(write_key_file wait_until);
 use Digest::SHA qw(sha256);
 use IO::Socket::IP;
@@ -129,23 +130,6 @@ sub app_calls {
     open my $fh, '<', $LOG or return 0;
     my @l = <$fh>;
     return scalar @l;
-}
-
-# what the application saw: { line, head, h => {lc name => value}, body }
-sub seen {
-    my ($r) = @_;
-    return undef unless ($r->{status} // 0) >= 200 && $r->{headers}{'x-echo'};
-    my $raw = $r->{body};
-    my $end = index $raw, "\r\n\r\n";
-    return undef if $end < 0;
-    my ($line, @lines) = split /\r\n/, substr($raw, 0, $end);
-    my %h;
-    for (@lines) {
-        push @{ $h{lc $1} }, $2 if /^([^:]*):[ \t]*(.*?)[ \t]*$/;
-    }
-    return { line => $line, head => substr($raw, 0, $end),
-             h => { map { $_ => join ', ', @{ $h{$_} } } keys %h },
-             body => substr($raw, $end + 4) };
 }
 
 # --- requests ---------------------------------------------------------------
