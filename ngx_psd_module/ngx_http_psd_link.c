@@ -96,7 +96,6 @@ static char *ngx_http_psd_link_key(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_psd_link_endpoint(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static void ngx_http_psd_link_hkey_free(void *data);
 
 static ngx_int_t ngx_http_psd_link_access_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_psd_link_log_handler(ngx_http_request_t *r);
@@ -512,10 +511,9 @@ ngx_http_psd_link_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_psd_link_main_conf_t  *lmcf = conf;
 
-    ngx_str_t           *value, secret;
-    ngx_uint_t           i;
-    psd_link_key_t      *key;
-    ngx_pool_cleanup_t  *cln;
+    ngx_str_t       *value, secret;
+    ngx_uint_t       i;
+    psd_link_key_t  *key;
 
     value = cf->args->elts;
 
@@ -564,20 +562,12 @@ ngx_http_psd_link_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     /* the key hashed into HMAC state once: a verification costs half */
 
-    cln = ngx_pool_cleanup_add(cf->pool, 0);
-    if (cln == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    key->hkey = psd_hmac_key_new(secret.data, secret.len);
+    key->hkey = ngx_http_psd_hmac_key(cf, &secret);
     if (key->hkey == NULL) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "cannot prepare link key \"%V\"", &value[1]);
         return NGX_CONF_ERROR;
     }
-
-    cln->handler = ngx_http_psd_link_hkey_free;
-    cln->data = key->hkey;
 
     return NGX_CONF_OK;
 
@@ -588,13 +578,6 @@ invalid:
                        "letters, digits, \"_\" or \"-\"",
                        &value[1], &cmd->name, PSD_LINK_KID_MAX);
     return NGX_CONF_ERROR;
-}
-
-
-static void
-ngx_http_psd_link_hkey_free(void *data)
-{
-    psd_hmac_key_free(data);
 }
 
 

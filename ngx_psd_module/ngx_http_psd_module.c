@@ -27,6 +27,7 @@ static ngx_int_t ngx_http_psd_status_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_psd_init_process(ngx_cycle_t *cycle);
 static void ngx_http_psd_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_psd_cleanse_secret(void *data);
+static void ngx_http_psd_hmac_key_free(void *data);
 
 
 ngx_conf_enum_t  ngx_http_psd_failure_modes[] = {
@@ -572,6 +573,39 @@ char *
 ngx_http_psd_conf_check_sec_bounds(ngx_conf_t *cf, void *post, void *data)
 {
     return ngx_http_psd_conf_bounds(cf, post, (ngx_int_t) *(time_t *) data);
+}
+
+
+/*
+ * An HMAC key hashed into its SHA-256 states once, at configuration time,
+ * so that a request does not pay for it; freed (wiped) with the cycle.
+ */
+
+psd_hmac_key_t *
+ngx_http_psd_hmac_key(ngx_conf_t *cf, ngx_str_t *secret)
+{
+    ngx_pool_cleanup_t  *cln;
+
+    cln = ngx_pool_cleanup_add(cf->pool, 0);
+    if (cln == NULL) {
+        return NULL;
+    }
+
+    cln->data = psd_hmac_key_new(secret->data, secret->len);
+    if (cln->data == NULL) {
+        return NULL;
+    }
+
+    cln->handler = ngx_http_psd_hmac_key_free;
+
+    return cln->data;
+}
+
+
+static void
+ngx_http_psd_hmac_key_free(void *data)
+{
+    psd_hmac_key_free(data);
 }
 
 

@@ -102,6 +102,8 @@ ngx_int_t ngx_http_psd_body_json(ngx_http_request_t *r, size_t max,
 
 ngx_int_t ngx_http_psd_secret_file(ngx_conf_t *cf, ngx_str_t *name,
     size_t min_len, size_t max_len, ngx_str_t *secret);
+struct psd_hmac_key_s *ngx_http_psd_hmac_key(ngx_conf_t *cf,
+    ngx_str_t *secret);
 
 
 #endif /* _NGX_HTTP_PSD_MODULE_H_INCLUDED_ */

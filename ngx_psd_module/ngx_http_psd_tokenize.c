@@ -44,6 +44,7 @@ typedef struct {
     ngx_array_t                   keys;       /* psd_vault_key_t */
     psd_vault_keyring_t           keyring;
     ngx_str_t                     fingerprint_key;
+    psd_hmac_key_t               *fingerprint_hkey;
     time_t                        vault_ttl;
     time_t                        cvv_ttl;
     u_char                        hash_key[16];
@@ -637,6 +638,13 @@ ngx_http_psd_fingerprint_key(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                                  &tmcf->fingerprint_key)
         != NGX_OK)
     {
+        return NGX_CONF_ERROR;
+    }
+
+    /* one fingerprint per tokenized request: the key is hashed in once */
+
+    tmcf->fingerprint_hkey = ngx_http_psd_hmac_key(cf, &tmcf->fingerprint_key);
+    if (tmcf->fingerprint_hkey == NULL) {
         return NGX_CONF_ERROR;
     }
 
@@ -1454,9 +1462,8 @@ ngx_http_psd_tok_process(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
                                 sizeof(ctx->brand));
                     ngx_memcpy(ctx->last4, card.last4, 5);
 
-                    if (psd_card_fingerprint(tmcf->fingerprint_key.data,
-                                             tmcf->fingerprint_key.len,
-                                             &card, (char *) ctx->fingerprint)
+                    if (psd_card_fingerprint_k(tmcf->fingerprint_hkey, &card,
+                                               (char *) ctx->fingerprint)
                         != 0)
                     {
                         psd_card_wipe(&card);

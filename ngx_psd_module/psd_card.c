@@ -396,31 +396,55 @@ psd_token_kind(const char *s, size_t len)
 }
 
 
-int
-psd_card_fingerprint(const unsigned char *key, size_t key_len,
+static int
+fingerprint(const unsigned char *key, size_t key_len, psd_hmac_key_t *hkey,
     const psd_card_t *card, char *out)
 {
-    unsigned char  mac[PSD_SHA256_LEN];
+    int                   rc;
+    size_t                len;
+    unsigned char         mac[PSD_SHA256_LEN];
+    const unsigned char  *digits;
 
-    if (card->status != PSD_CARD_OK || key_len < PSD_FP_KEY_MIN
+    if (card->status != PSD_CARD_OK
         || card->len < PSD_PAN_MIN || card->len > PSD_PAN_MAX)
     {
         return -1;
     }
 
-    if (psd_hmac_sha256(key, key_len, (const unsigned char *) card->digits,
-                        card->len, mac)
-        != 0)
-    {
-        return -1;
-    }
+    digits = (const unsigned char *) card->digits;
+    len = card->len;
 
-    memcpy(out, PSD_FP_PREFIX, 3);
-    (void) psd_b64url_encode(out + 3, mac, sizeof(mac));
+    rc = hkey ? psd_hmac_sha256_k(hkey, &digits, &len, 1, mac)
+              : psd_hmac_sha256(key, key_len, digits, len, mac);
+
+    if (rc == 0) {
+        memcpy(out, PSD_FP_PREFIX, 3);
+        (void) psd_b64url_encode(out + 3, mac, sizeof(mac));
+    }
 
     psd_cleanse(mac, sizeof(mac));
 
-    return 0;
+    return rc == 0 ? 0 : -1;
+}
+
+
+int
+psd_card_fingerprint(const unsigned char *key, size_t key_len,
+    const psd_card_t *card, char *out)
+{
+    if (key_len < PSD_FP_KEY_MIN) {
+        return -1;
+    }
+
+    return fingerprint(key, key_len, NULL, card, out);
+}
+
+
+int
+psd_card_fingerprint_k(psd_hmac_key_t *key, const psd_card_t *card,
+    char *out)
+{
+    return key ? fingerprint(NULL, 0, key, card, out) : -1;
 }
 
 

@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <time.h>
 
+#include "psd_crypto.h"
+
 #define PSD_PAN_MIN            12
 #define PSD_PAN_MAX            19
 
@@ -130,6 +132,10 @@ psd_token_kind_t psd_token_kind(const char *s, size_t len);
  */
 int psd_card_fingerprint(const unsigned char *key, size_t key_len,
     const psd_card_t *card, char *out);
+
+/* the same with a key prepared once (psd_hmac_key_new()) */
+int psd_card_fingerprint_k(psd_hmac_key_t *key, const psd_card_t *card,
+    char *out);
 
 /*
  * Finds the first Luhn-valid card number in buf (see the rules in

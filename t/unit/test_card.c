@@ -10,6 +10,7 @@
 
 #include "tap.h"
 #include "psd_card.h"
+#include "psd_crypto.h"
 
 
 static const char *
@@ -258,6 +259,16 @@ test_fingerprint(void)
     is_str(b, a, "fingerprint is stable across calls");
     psd_card_fingerprint(k2, 32, &c1, b);
     ok(strcmp(a, b) != 0, "another key, another fingerprint");
+
+    {
+        psd_hmac_key_t  *hk = psd_hmac_key_new(k1, 32);
+
+        memset(b, 0, sizeof(b));
+        is_int(psd_card_fingerprint_k(hk, &c1, b), 0, "prepared key");
+        is_str(b, a, "a prepared key gives the same fingerprint");
+        is_int(psd_card_fingerprint_k(NULL, &c1, b), -1, "no prepared key");
+        psd_hmac_key_free(hk);
+    }
 
     psd_card_parse("4111111111111111", 16, &c2);
     psd_card_fingerprint(k1, 32, &c2, b);
