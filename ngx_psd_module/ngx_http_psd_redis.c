@@ -11,6 +11,7 @@
 #include "ngx_http_psd_redis.h"
 #include "ngx_http_psd_metrics.h"
 #include "psd_crypto.h"
+#include "psd_slot.h"
 
 
 /*
@@ -30,14 +31,22 @@
 #define NGX_HTTP_PSD_REDIS_BACKOFF_MAX  5000
 #define NGX_HTTP_PSD_REDIS_FREE_SLOTS   1024
 
+/* cluster: a slot's node is kept in a byte, as its index + 1 */
+#define NGX_HTTP_PSD_REDIS_MAX_NODES    64
+#define NGX_HTTP_PSD_REDIS_MAX_REDIRECTS 5
+#define NGX_HTTP_PSD_REDIS_REFRESH      30000
+#define NGX_HTTP_PSD_REDIS_REFRESH_SOON 200
+#define NGX_HTTP_PSD_REDIS_REFRESH_DOWN 1000
+
 
 struct ngx_http_psd_redis_slot_s {
     ngx_queue_t                   queue;
     ngx_http_psd_redis_call_t    *call;       /* NULL: nobody waits */
     ngx_uint_t                    index;
     ngx_http_psd_redis_script_t  *script;     /* EVALSHA, may need a load */
-    char                         *cmd;        /* kept for the NOSCRIPT retry */
+    char                         *cmd;        /* kept for a retry elsewhere */
     size_t                        len;
+    ngx_uint_t                    redirects;
     unsigned                      handshake:1;
     unsigned                      retried:1;
 };
@@ -79,11 +88,52 @@ struct ngx_http_psd_redis_conn_s {
     time_t                        logged;
     ngx_log_t                     log;
 
+    /*
+     * A cluster node, or the primary sentinels name, has an address of
+     * its own; otherwise the server's addresses are tried in turn.
+     */
+
+    ngx_addr_t                    own;
+    ngx_sockaddr_t                sockaddr;
+    u_char                        text[NGX_SOCKADDR_STRLEN];
+
+    ngx_uint_t                    owns;       /* cluster slots it serves */
+    size_t                        reserve;    /* while a call is queued */
+
     unsigned                      handshake_done:1;
     unsigned                      counted_up:1;
+    unsigned                      fixed:1;
+    unsigned                      sentinel:1;
+    unsigned                      subscribed:1;
 };
 
 
+/*
+ * What a worker knows of a cluster (its nodes and which serves each slot)
+ * or of a sentinel-watched primary.  Calls made before it is known wait in
+ * "waiting", under their own deadline.
+ */
+
+struct ngx_http_psd_redis_topo_s {
+    ngx_http_psd_redis_server_t  *server;
+    ngx_http_psd_redis_conn_t    *nodes[NGX_HTTP_PSD_REDIS_MAX_NODES];
+    ngx_uint_t                    nnodes;
+    u_char                        map[PSD_SLOT_COUNT];    /* node + 1 */
+    ngx_queue_t                   waiting;
+    ngx_event_t                   refresh;
+    ngx_uint_t                    next;
+    ngx_uint_t                    failures;
+    ngx_uint_t                    changes;
+    ngx_msec_t                    asked;
+    ngx_http_psd_redis_conn_t    *sentinel;
+    ngx_log_t                     log;
+
+    unsigned                      known:1;
+    unsigned                      asking:1;
+};
+
+
+static ngx_int_t ngx_http_psd_redis_is_option(ngx_str_t *arg);
 static char *ngx_http_psd_redis_option(ngx_conf_t *cf,
     ngx_http_psd_redis_server_t *server, ngx_str_t *opt);
 static void ngx_http_psd_redis_wipe(void *data);
@@ -118,6 +168,52 @@ static void ngx_http_psd_redis_call_finish(ngx_http_psd_redis_call_t *call,
     ngx_uint_t status);
 static void ngx_http_psd_redis_call_timeout(ngx_event_t *ev);
 static void ngx_http_psd_redis_call_cleanup(void *data);
+static void ngx_http_psd_redis_call_start(ngx_http_psd_redis_call_t *call);
+static ngx_int_t ngx_http_psd_redis_keyslot(int argc, const char **argv,
+    const size_t *argvlen);
+static ngx_int_t ngx_http_psd_redis_enqueue(ngx_http_psd_redis_call_t *call);
+static ngx_int_t ngx_http_psd_redis_enqueue_on(ngx_http_psd_redis_call_t *call,
+    ngx_http_psd_redis_conn_t *conn);
+static ngx_int_t ngx_http_psd_redis_enqueue_routed(
+    ngx_http_psd_redis_call_t *call);
+static ngx_int_t ngx_http_psd_redis_reserve(ngx_http_psd_redis_conn_t *conn,
+    ngx_http_psd_redis_buf_t *buf, size_t len);
+
+static ngx_http_psd_redis_conn_t *ngx_http_psd_redis_conn_create(
+    ngx_cycle_t *cycle, ngx_http_psd_redis_server_t *server);
+static void ngx_http_psd_redis_conn_address(ngx_http_psd_redis_conn_t *conn,
+    struct sockaddr *sockaddr, socklen_t socklen);
+static void ngx_http_psd_redis_conn_free(ngx_http_psd_redis_conn_t *conn);
+static ngx_str_t *ngx_http_psd_redis_conn_name(
+    ngx_http_psd_redis_conn_t *conn);
+static ngx_int_t ngx_http_psd_redis_topo_known(
+    ngx_http_psd_redis_topo_t *topo);
+static ngx_http_psd_redis_conn_t *ngx_http_psd_redis_route(
+    ngx_http_psd_redis_topo_t *topo, ngx_int_t keyslot);
+static ngx_http_psd_redis_conn_t *ngx_http_psd_redis_node(
+    ngx_http_psd_redis_topo_t *topo, struct sockaddr *sockaddr,
+    socklen_t socklen);
+static ngx_int_t ngx_http_psd_redis_parse_node(u_char *text, size_t len,
+    in_port_t port, ngx_sockaddr_t *sa, socklen_t *socklen);
+static void ngx_http_psd_redis_topo_schedule(ngx_http_psd_redis_topo_t *topo,
+    ngx_msec_t delay);
+static void ngx_http_psd_redis_topo_handler(ngx_event_t *ev);
+static void ngx_http_psd_redis_topo_release(ngx_http_psd_redis_topo_t *topo,
+    ngx_uint_t known);
+static void ngx_http_psd_redis_refresh(ngx_http_psd_redis_topo_t *topo);
+static void ngx_http_psd_redis_refresh_failed(
+    ngx_http_psd_redis_topo_t *topo);
+static void ngx_http_psd_redis_refreshed(ngx_http_psd_redis_call_t *call);
+static void ngx_http_psd_redis_count_owned(ngx_http_psd_redis_topo_t *topo);
+static ngx_int_t ngx_http_psd_redis_redirect(ngx_http_psd_redis_conn_t *conn,
+    ngx_http_psd_redis_slot_t *slot, redisReply *reply);
+static void ngx_http_psd_redis_sentinel_ask(ngx_http_psd_redis_topo_t *topo);
+static void ngx_http_psd_redis_sentinel_answered(
+    ngx_http_psd_redis_call_t *call);
+static void ngx_http_psd_redis_sentinel_message(
+    ngx_http_psd_redis_conn_t *sentinel, redisReply *reply);
+static ngx_int_t ngx_http_psd_redis_primary(ngx_http_psd_redis_topo_t *topo,
+    u_char *ip, size_t len, in_port_t port);
 
 static void *ngx_http_psd_redis_create_string(const redisReadTask *task,
     char *str, size_t len);
@@ -137,6 +233,9 @@ static void ngx_http_psd_redis_link(const redisReadTask *task,
  * larger than the reply size limit could ever fill.
  */
 
+static ngx_str_t  ngx_http_psd_redis_unknown = ngx_string("unknown");
+
+
 static redisReplyObjectFunctions  ngx_http_psd_redis_reply_functions = {
     ngx_http_psd_redis_create_string,
     ngx_http_psd_redis_create_array,
@@ -154,7 +253,9 @@ ngx_http_psd_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     char                          *rv;
     ngx_str_t                     *value, target;
     ngx_url_t                      u;
-    ngx_uint_t                     i;
+    ngx_uint_t                     i, first;
+    ngx_addr_t                    *addr;
+    ngx_array_t                    addrs;
     ngx_http_psd_redis_server_t   *server, **servers;
 
     value = cf->args->elts;
@@ -192,43 +293,134 @@ ngx_http_psd_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     server->name = value[1];
-    server->target = value[2];
     server->db = 0;
     server->connect_timeout = 1000;
     server->timeout = 1000;
     server->max_pending = 4096;
     server->max_reply = 1024 * 1024;
 
-    /*
-     * Names are resolved here, while reading the configuration, so that
-     * workers never make a blocking DNS query.
-     */
+    first = 2;
 
-    target = value[2];
-    ngx_memzero(&u, sizeof(ngx_url_t));
-    u.url = target;
-    u.default_port = 6379;
+    if (value[2].len == 7 && ngx_strncmp(value[2].data, "cluster", 7) == 0) {
+        server->mode = NGX_HTTP_PSD_REDIS_CLUSTER;
+        first = 3;
 
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
-        if (u.err) {
+    } else if (value[2].len == 8
+               && ngx_strncmp(value[2].data, "sentinel", 8) == 0)
+    {
+        server->mode = NGX_HTTP_PSD_REDIS_SENTINEL;
+
+        if (cf->args->nelts < 4
+            || ngx_http_psd_redis_is_option(&value[3]))
+        {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "%s in redis server \"%V\"", u.err, &target);
+                               "redis server \"%V\" needs the primary's "
+                               "name after \"sentinel\"", &server->name);
+            return NGX_CONF_ERROR;
         }
 
+        server->master = value[3];
+        first = 4;
+    }
+
+    /*
+     * Names are resolved here, while reading the configuration, so that
+     * workers never make a blocking DNS query.  Cluster nodes and the
+     * primaries sentinels name are addresses, never names.
+     */
+
+    if (ngx_array_init(&addrs, cf->pool, 4, sizeof(ngx_addr_t)) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
-    if (u.naddrs == 0) {
+    for (i = first; i < cf->args->nelts; i++) {
+        target = value[i];
+
+        if (ngx_http_psd_redis_is_option(&target)) {
+            break;
+        }
+
+        if (i > first && server->mode == NGX_HTTP_PSD_REDIS_SINGLE) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid value \"%V\" in \"%V\" (several "
+                               "addresses need \"cluster\" or "
+                               "\"sentinel\")", &target, &value[0]);
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memzero(&u, sizeof(ngx_url_t));
+        u.url = target;
+        u.default_port = (server->mode == NGX_HTTP_PSD_REDIS_SENTINEL)
+                         ? 26379 : 6379;
+
+        if (server->mode != NGX_HTTP_PSD_REDIS_SINGLE
+            && (target.len < 5 || ngx_strncmp(target.data, "unix:", 5) == 0
+                || ngx_strlchr(target.data, target.data + target.len, ':')
+                   == NULL))
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid %s address \"%V\" in \"%V\", use "
+                               "host:port",
+                               server->mode == NGX_HTTP_PSD_REDIS_CLUSTER
+                               ? "cluster node" : "sentinel",
+                               &target, &value[0]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+            if (u.err) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "%s in redis server \"%V\"", u.err,
+                                   &target);
+            }
+
+            return NGX_CONF_ERROR;
+        }
+
+        if (u.naddrs == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "redis server \"%V\" has no address",
+                               &target);
+            return NGX_CONF_ERROR;
+        }
+
+        addr = ngx_array_push_n(&addrs, u.naddrs);
+        if (addr == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memcpy(addr, u.addrs, u.naddrs * sizeof(ngx_addr_t));
+
+        if (i == first) {
+            server->target = target;
+            server->host = u.host;
+        }
+    }
+
+    if (addrs.nelts == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "redis server \"%V\" has no address", &target);
+                           "redis server \"%V\" has no %s", &server->name,
+                           server->mode == NGX_HTTP_PSD_REDIS_CLUSTER
+                           ? "seed node"
+                           : server->mode == NGX_HTTP_PSD_REDIS_SENTINEL
+                             ? "sentinel" : "address");
         return NGX_CONF_ERROR;
     }
 
-    server->addrs = u.addrs;
-    server->naddrs = u.naddrs;
-    server->host = u.host;
+    server->addrs = addrs.elts;
+    server->naddrs = addrs.nelts;
 
-    for (i = 3; i < cf->args->nelts; i++) {
+    if (server->mode == NGX_HTTP_PSD_REDIS_CLUSTER
+        && addrs.nelts > NGX_HTTP_PSD_REDIS_MAX_NODES)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "redis server \"%V\" has more than %d seed "
+                           "addresses", &server->name,
+                           NGX_HTTP_PSD_REDIS_MAX_NODES);
+        return NGX_CONF_ERROR;
+    }
+
+    for ( /* void */ ; i < cf->args->nelts; i++) {
         rv = ngx_http_psd_redis_option(cf, server, &value[i]);
         if (rv != NGX_CONF_OK) {
             return rv;
@@ -240,6 +432,13 @@ ngx_http_psd_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 #endif
+
+    if (server->mode == NGX_HTTP_PSD_REDIS_CLUSTER && server->db) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid option \"db=%i\" in \"%V\": a cluster "
+                           "has database 0 only", server->db, &value[0]);
+        return NGX_CONF_ERROR;
+    }
 
     if (server->user.len && server->password.len == 0) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -256,6 +455,20 @@ ngx_http_psd_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     *servers = server;
 
     return NGX_CONF_OK;
+}
+
+
+/* options are "name=value" or one of the bare flags */
+
+static ngx_int_t
+ngx_http_psd_redis_is_option(ngx_str_t *arg)
+{
+    if (ngx_strlchr(arg->data, arg->data + arg->len, '=')) {
+        return 1;
+    }
+
+    return (arg->len == 3 && ngx_strncmp(arg->data, "tls", 3) == 0)
+           || (arg->len == 10 && ngx_strncmp(arg->data, "tls_verify", 10) == 0);
 }
 
 
@@ -350,6 +563,44 @@ ngx_http_psd_redis_option(ngx_conf_t *cf, ngx_http_psd_redis_server_t *server,
         {
             return NGX_CONF_ERROR;
         }
+
+        return NGX_CONF_OK;
+    }
+
+    if ((name.len == 17
+         && ngx_strncmp(name.data, "sentinel_password", 17) == 0)
+        || (name.len == 22
+            && ngx_strncmp(name.data, "sentinel_password_file", 22) == 0))
+    {
+        if (server->mode != NGX_HTTP_PSD_REDIS_SENTINEL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "option \"%V\" in \"%V\" needs "
+                               "\"sentinel\"", &name, &value[0]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (name.len == 22) {
+            return ngx_http_psd_secret_file(cf, &val, 1, 512,
+                                            &server->sentinel_password)
+                   == NGX_OK ? NGX_CONF_OK : NGX_CONF_ERROR;
+        }
+
+        if (val.len == 0) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "empty \"sentinel_password=\" in \"%V\"",
+                               &value[0]);
+            return NGX_CONF_ERROR;
+        }
+
+        server->sentinel_password = val;
+
+        cln = ngx_pool_cleanup_add(cf->pool, sizeof(ngx_str_t));
+        if (cln == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        *(ngx_str_t *) cln->data = val;
+        cln->handler = ngx_http_psd_redis_wipe;
 
         return NGX_CONF_OK;
     }
@@ -610,10 +861,11 @@ ngx_http_psd_redis_register_script(ngx_conf_t *cf,
 ngx_int_t
 ngx_http_psd_redis_init_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                     i;
+    ngx_uint_t                     i, j;
     ngx_http_psd_main_conf_t      *pmcf;
     ngx_http_psd_redis_conn_t     *conn;
-    ngx_http_psd_redis_server_t  **servers;
+    ngx_http_psd_redis_topo_t     *topo;
+    ngx_http_psd_redis_server_t   *server, **servers;
 
     if (ngx_process == NGX_PROCESS_HELPER) {
         return NGX_OK;
@@ -627,41 +879,124 @@ ngx_http_psd_redis_init_process(ngx_cycle_t *cycle)
     servers = pmcf->servers.elts;
 
     for (i = 0; i < pmcf->servers.nelts; i++) {
-        conn = ngx_pcalloc(cycle->pool, sizeof(ngx_http_psd_redis_conn_t));
-        if (conn == NULL) {
+        server = servers[i];
+
+        if (server->mode == NGX_HTTP_PSD_REDIS_SINGLE) {
+            conn = ngx_http_psd_redis_conn_create(cycle, server);
+            if (conn == NULL) {
+                return NGX_ERROR;
+            }
+
+            /* a worker spread over several addresses starts at its own one */
+            conn->addr = ngx_worker % server->naddrs;
+            server->conn = conn;
+
+            ngx_http_psd_redis_connect(conn);
+            continue;
+        }
+
+        topo = ngx_pcalloc(cycle->pool, sizeof(ngx_http_psd_redis_topo_t));
+        if (topo == NULL) {
             return NGX_ERROR;
         }
 
-        conn->server = servers[i];
-        conn->scripts = &pmcf->scripts;
-        conn->log = *cycle->log;
-        ngx_queue_init(&conn->pending);
-        ngx_queue_init(&conn->free);
+        topo->server = server;
+        topo->log = *cycle->log;
+        ngx_queue_init(&topo->waiting);
 
-        conn->reconnect.handler = ngx_http_psd_redis_reconnect_handler;
-        conn->reconnect.data = conn;
-        conn->reconnect.log = &conn->log;
-        conn->reconnect.cancelable = 1;
+        topo->refresh.handler = ngx_http_psd_redis_topo_handler;
+        topo->refresh.data = topo;
+        topo->refresh.log = &topo->log;
+        topo->refresh.cancelable = 1;
 
-        /* a worker spread over several addresses starts at its own one */
-        conn->addr = ngx_worker % servers[i]->naddrs;
+        server->topo = topo;
 
-        servers[i]->conn = conn;
+        if (server->mode == NGX_HTTP_PSD_REDIS_CLUSTER) {
+            for (j = 0; j < server->naddrs; j++) {
+                if (ngx_http_psd_redis_node(topo, server->addrs[j].sockaddr,
+                                            server->addrs[j].socklen)
+                    == NULL)
+                {
+                    return NGX_ERROR;
+                }
+            }
 
-        ngx_http_psd_redis_connect(conn);
+            topo->next = ngx_worker;
+            ngx_http_psd_redis_refresh(topo);
+            continue;
+        }
+
+        /* sentinel: the primary's connection waits for its address */
+
+        server->conn = ngx_http_psd_redis_conn_create(cycle, server);
+        topo->sentinel = ngx_http_psd_redis_conn_create(cycle, server);
+
+        if (server->conn == NULL || topo->sentinel == NULL) {
+            return NGX_ERROR;
+        }
+
+        topo->sentinel->sentinel = 1;
+        topo->sentinel->addr = ngx_worker % server->naddrs;
+
+        ngx_http_psd_redis_sentinel_ask(topo);
     }
 
     return NGX_OK;
 }
 
 
+static ngx_http_psd_redis_conn_t *
+ngx_http_psd_redis_conn_create(ngx_cycle_t *cycle,
+    ngx_http_psd_redis_server_t *server)
+{
+    ngx_http_psd_main_conf_t   *pmcf;
+    ngx_http_psd_redis_conn_t  *conn;
+
+    pmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_psd_module);
+
+    conn = ngx_pcalloc(cycle->pool, sizeof(ngx_http_psd_redis_conn_t));
+    if (conn == NULL) {
+        return NULL;
+    }
+
+    conn->server = server;
+    conn->scripts = &pmcf->scripts;
+    conn->log = *cycle->log;
+    ngx_queue_init(&conn->pending);
+    ngx_queue_init(&conn->free);
+
+    conn->reconnect.handler = ngx_http_psd_redis_reconnect_handler;
+    conn->reconnect.data = conn;
+    conn->reconnect.log = &conn->log;
+    conn->reconnect.cancelable = 1;
+
+    return conn;
+}
+
+
+/* gives a connection an address of its own: a cluster node, a primary */
+
+static void
+ngx_http_psd_redis_conn_address(ngx_http_psd_redis_conn_t *conn,
+    struct sockaddr *sockaddr, socklen_t socklen)
+{
+    ngx_memcpy(&conn->sockaddr, sockaddr, socklen);
+
+    conn->own.sockaddr = &conn->sockaddr.sockaddr;
+    conn->own.socklen = socklen;
+    conn->own.name.data = conn->text;
+    conn->own.name.len = ngx_sock_ntop(&conn->sockaddr.sockaddr, socklen,
+                                       conn->text, NGX_SOCKADDR_STRLEN, 1);
+    conn->fixed = 1;
+}
+
+
 void
 ngx_http_psd_redis_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                     i;
-    ngx_queue_t                   *q;
+    ngx_uint_t                     i, j;
     ngx_http_psd_main_conf_t      *pmcf;
-    ngx_http_psd_redis_conn_t     *conn;
+    ngx_http_psd_redis_topo_t     *topo;
     ngx_http_psd_redis_server_t  **servers;
 
     pmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_psd_module);
@@ -672,24 +1007,47 @@ ngx_http_psd_redis_exit_process(ngx_cycle_t *cycle)
     servers = pmcf->servers.elts;
 
     for (i = 0; i < pmcf->servers.nelts; i++) {
-        conn = servers[i]->conn;
-        if (conn == NULL) {
-            continue;
+        topo = servers[i]->topo;
+
+        if (topo) {
+            if (topo->refresh.timer_set) {
+                ngx_del_timer(&topo->refresh);
+            }
+
+            for (j = 0; j < topo->nnodes; j++) {
+                ngx_http_psd_redis_conn_free(topo->nodes[j]);
+            }
+
+            if (topo->sentinel) {
+                ngx_http_psd_redis_conn_free(topo->sentinel);
+            }
+
+            servers[i]->topo = NULL;
         }
 
-        if (conn->reconnect.timer_set) {
-            ngx_del_timer(&conn->reconnect);
+        if (servers[i]->conn) {
+            ngx_http_psd_redis_conn_free(servers[i]->conn);
+            servers[i]->conn = NULL;
         }
+    }
+}
 
-        ngx_http_psd_redis_close(conn);
 
-        while (!ngx_queue_empty(&conn->free)) {
-            q = ngx_queue_head(&conn->free);
-            ngx_queue_remove(q);
-            ngx_free(ngx_queue_data(q, ngx_http_psd_redis_slot_t, queue));
-        }
+static void
+ngx_http_psd_redis_conn_free(ngx_http_psd_redis_conn_t *conn)
+{
+    ngx_queue_t  *q;
 
-        servers[i]->conn = NULL;
+    if (conn->reconnect.timer_set) {
+        ngx_del_timer(&conn->reconnect);
+    }
+
+    ngx_http_psd_redis_close(conn);
+
+    while (!ngx_queue_empty(&conn->free)) {
+        q = ngx_queue_head(&conn->free);
+        ngx_queue_remove(q);
+        ngx_free(ngx_queue_data(q, ngx_http_psd_redis_slot_t, queue));
     }
 }
 
@@ -709,7 +1067,8 @@ ngx_http_psd_redis_connect(ngx_http_psd_redis_conn_t *conn)
     ngx_http_psd_redis_script_t  **scripts;
 
     server = conn->server;
-    addr = &server->addrs[conn->addr % server->naddrs];
+    addr = conn->fixed ? &conn->own
+                       : &server->addrs[conn->addr % server->naddrs];
 
     ngx_memzero(&conn->peer, sizeof(ngx_peer_connection_t));
     conn->peer.sockaddr = addr->sockaddr;
@@ -739,6 +1098,26 @@ ngx_http_psd_redis_connect(ngx_http_psd_redis_conn_t *conn)
      * The handshake goes first in the pipeline, so requests may queue their
      * commands behind it while the connection is still being made.
      */
+
+    if (conn->sentinel) {
+        /* sentinels have their own password, and no data or scripts */
+
+        if (server->sentinel_password.len) {
+            argv[0] = "AUTH";
+            argvlen[0] = 4;
+            argv[1] = (const char *) server->sentinel_password.data;
+            argvlen[1] = server->sentinel_password.len;
+
+            if (ngx_http_psd_redis_queue_internal(conn, 2, argv, argvlen)
+                != NGX_OK)
+            {
+                ngx_http_psd_redis_fail(conn, 0, "out of memory");
+                return;
+            }
+        }
+
+        goto ping;
+    }
 
     if (server->password.len) {
         argc = 0;
@@ -794,6 +1173,8 @@ ngx_http_psd_redis_connect(ngx_http_psd_redis_conn_t *conn)
         }
     }
 
+ping:
+
     if (ngx_queue_empty(&conn->pending)) {
         /* no handshake: "PING" proves the server speaks before we count it */
         argv[0] = "PING";
@@ -839,6 +1220,11 @@ ngx_http_psd_redis_reconnect_handler(ngx_event_t *ev)
     ngx_http_psd_redis_conn_t  *conn = ev->data;
 
     if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    if (conn->sentinel) {
+        ngx_http_psd_redis_sentinel_ask(conn->server->topo);
         return;
     }
 
@@ -1127,6 +1513,12 @@ ngx_http_psd_redis_read_handler(ngx_event_t *rev)
             }
 
             if (conn->npending == 0) {
+                if (conn->subscribed) {
+                    ngx_http_psd_redis_sentinel_message(conn, reply);
+                    freeReplyObject(reply);
+                    continue;
+                }
+
                 freeReplyObject(reply);
                 ngx_http_psd_redis_fail(conn, 0, "unexpected reply");
                 return;
@@ -1238,19 +1630,29 @@ ngx_http_psd_redis_dispatch(ngx_http_psd_redis_conn_t *conn,
                 ngx_http_psd_redis_flush(conn);
             }
 
-            if (!conn->counted_up && ngx_http_psd_metrics) {
+            if (!conn->counted_up && !conn->sentinel
+                && ngx_http_psd_metrics)
+            {
                 conn->counted_up = 1;
                 ms = ngx_http_psd_metrics_server(conn->server->index);
                 (void) ngx_atomic_fetch_add(&ms->connected, 1);
             }
 
-            if (conn->connects > 1) {
+            if (conn->connects > 1 && !conn->sentinel) {
                 ngx_log_error(NGX_LOG_NOTICE, &conn->log, 0,
-                              "psd: redis \"%V\" is back",
-                              &conn->server->name);
+                              "psd: redis \"%V\" at %V is back",
+                              &conn->server->name,
+                              ngx_http_psd_redis_conn_name(conn));
             }
         }
 
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR && conn->server->topo
+        && ngx_http_psd_redis_redirect(conn, slot, reply) == NGX_OK)
+    {
+        freeReplyObject(reply);
         return;
     }
 
@@ -1318,14 +1720,17 @@ static void
 ngx_http_psd_redis_fail(ngx_http_psd_redis_conn_t *conn, ngx_err_t err,
     const char *reason)
 {
-    ngx_msec_t    delay;
-    ngx_queue_t   failed;
+    ngx_msec_t                  delay;
+    ngx_queue_t                 failed;
+    ngx_http_psd_redis_topo_t  *topo;
 
     if (reason && ngx_time() - conn->logged >= 1) {
         conn->logged = ngx_time();
         ngx_log_error(NGX_LOG_ERR, &conn->log, err,
-                      "psd: redis \"%V\" at %V: %s",
-                      &conn->server->name, &conn->server->target, reason);
+                      "psd: redis \"%V\" %sat %V: %s",
+                      &conn->server->name,
+                      conn->sentinel ? "sentinel " : "",
+                      ngx_http_psd_redis_conn_name(conn), reason);
     }
 
     if (ngx_http_psd_metrics) {
@@ -1353,6 +1758,26 @@ ngx_http_psd_redis_fail(ngx_http_psd_redis_conn_t *conn, ngx_err_t err,
 
     if (ngx_exiting || ngx_terminate || ngx_quit) {
         return;
+    }
+
+    topo = conn->server->topo;
+
+    if (topo && !conn->sentinel) {
+        /*
+         * A node or primary that fails may have been replaced: ask the
+         * cluster or the sentinels again soon.  A cluster node that
+         * serves no slot is connected again only when it is needed.
+         */
+
+        ngx_http_psd_redis_topo_schedule(topo,
+                                         NGX_HTTP_PSD_REDIS_REFRESH_SOON);
+
+        if (conn->server->mode == NGX_HTTP_PSD_REDIS_CLUSTER
+            && conn->owns == 0)
+        {
+            conn->failures = 0;
+            return;
+        }
     }
 
     /*
@@ -1425,6 +1850,8 @@ ngx_http_psd_redis_close(ngx_http_psd_redis_conn_t *conn)
     ngx_memzero(&conn->out, sizeof(ngx_http_psd_redis_buf_t));
     ngx_memzero(&conn->held, sizeof(ngx_http_psd_redis_buf_t));
 
+    conn->subscribed = 0;
+
     ms = ngx_http_psd_metrics
          ? ngx_http_psd_metrics_server(conn->server->index) : NULL;
 
@@ -1476,6 +1903,21 @@ static ngx_int_t
 ngx_http_psd_redis_append(ngx_http_psd_redis_conn_t *conn,
     ngx_http_psd_redis_buf_t *buf, const char *cmd, size_t len)
 {
+    if (ngx_http_psd_redis_reserve(conn, buf, len) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(buf->data + buf->len, cmd, len);
+    buf->len += len;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_psd_redis_reserve(ngx_http_psd_redis_conn_t *conn,
+    ngx_http_psd_redis_buf_t *buf, size_t len)
+{
     u_char  *data;
     size_t   size;
 
@@ -1499,9 +1941,6 @@ ngx_http_psd_redis_append(ngx_http_psd_redis_conn_t *conn,
         buf->data = data;
         buf->size = size;
     }
-
-    ngx_memcpy(buf->data + buf->len, cmd, len);
-    buf->len += len;
 
     return NGX_OK;
 }
@@ -1619,10 +2058,14 @@ ngx_http_psd_redis_call_create(ngx_http_request_t *r,
 
     call->replies = ngx_pcalloc(pool, ncmds * sizeof(redisReply *));
     call->slots = ngx_pcalloc(pool, ncmds * sizeof(void *));
+    call->scripts = ngx_pcalloc(pool, ncmds * sizeof(void *));
+    call->conns = ngx_pcalloc(pool, ncmds * sizeof(void *));
+    call->keyslots = ngx_pcalloc(pool, ncmds * sizeof(ngx_int_t));
     call->cmds = ngx_pcalloc(pool, ncmds * sizeof(char *));
     call->lens = ngx_pcalloc(pool, ncmds * sizeof(size_t));
 
-    if (call->replies == NULL || call->slots == NULL || call->cmds == NULL
+    if (call->replies == NULL || call->slots == NULL || call->scripts == NULL
+        || call->conns == NULL || call->keyslots == NULL || call->cmds == NULL
         || call->lens == NULL)
     {
         goto failed;
@@ -1660,7 +2103,23 @@ ngx_http_psd_redis_call_add(ngx_http_psd_redis_call_t *call, int argc,
     int    len;
     char  *cmd;
 
-    if (call->ncmds == call->nalloc || call->sent) {
+    ngx_int_t   keyslot;
+
+    if (call->ncmds == call->nalloc || call->sent || argc < 1) {
+        return NGX_ERROR;
+    }
+
+    /*
+     * Checked on every server, clustered or not, so that the whole test
+     * suite proves each command would run on a cluster.
+     */
+
+    keyslot = ngx_http_psd_redis_keyslot(argc, argv, argvlen);
+
+    if (keyslot == NGX_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
+                      "psd: redis command \"%*s\" touches keys of several "
+                      "cluster slots", ngx_min(argvlen[0], 32), argv[0]);
         return NGX_ERROR;
     }
 
@@ -1671,9 +2130,104 @@ ngx_http_psd_redis_call_add(ngx_http_psd_redis_call_t *call, int argc,
 
     call->cmds[call->ncmds] = cmd;
     call->lens[call->ncmds] = len;
+    call->keyslots[call->ncmds] = keyslot;
     call->ncmds++;
 
     return NGX_OK;
+}
+
+
+/*
+ * The slot a command's keys live in, NGX_DECLINED for a command without
+ * keys, or NGX_ERROR when its keys live in several slots (Redis Cluster
+ * would answer CROSSSLOT).
+ */
+
+static ngx_int_t
+ngx_http_psd_redis_keyslot(int argc, const char **argv,
+    const size_t *argvlen)
+{
+    int          i, first, last;
+    ngx_int_t    n;
+    unsigned     slot, other;
+    const char  *name;
+    size_t       len;
+
+    static const char  *keyless[] = {
+        "PING", "SCRIPT", "INFO", "TIME", "CLUSTER", "ASKING", "SENTINEL",
+        "SUBSCRIBE", "CLIENT", "ECHO", "AUTH", "SELECT", "HELLO", "ROLE",
+        NULL
+    };
+
+    static const char  *allkeys[] = {
+        "DEL", "UNLINK", "EXISTS", "MGET", "TOUCH", NULL
+    };
+
+    name = argv[0];
+    len = argvlen[0];
+
+    for (i = 0; keyless[i]; i++) {
+        if (len == ngx_strlen(keyless[i])
+            && ngx_strncasecmp((u_char *) name, (u_char *) keyless[i], len)
+               == 0)
+        {
+            return NGX_DECLINED;
+        }
+    }
+
+    first = 1;
+    last = 1;
+
+    if ((len == 4 && ngx_strncasecmp((u_char *) name, (u_char *) "EVAL", 4)
+                     == 0)
+        || (len == 7
+            && ngx_strncasecmp((u_char *) name, (u_char *) "EVALSHA", 7)
+               == 0))
+    {
+        if (argc < 3) {
+            return NGX_DECLINED;
+        }
+
+        n = ngx_atoi((u_char *) argv[2], argvlen[2]);
+        if (n == NGX_ERROR || n > argc - 3) {
+            return NGX_ERROR;
+        }
+
+        if (n == 0) {
+            return NGX_DECLINED;
+        }
+
+        first = 3;
+        last = 2 + n;
+
+    } else {
+        for (i = 0; allkeys[i]; i++) {
+            if (len == ngx_strlen(allkeys[i])
+                && ngx_strncasecmp((u_char *) name, (u_char *) allkeys[i],
+                                   len)
+                   == 0)
+            {
+                last = argc - 1;
+                break;
+            }
+        }
+    }
+
+    if (argc <= first) {
+        return NGX_DECLINED;
+    }
+
+    slot = psd_slot(argv[first], argvlen[first]);
+
+    for (i = first + 1; i <= last; i++) {
+        other = psd_slot(argv[i], argvlen[i]);
+
+        if (other != slot) {
+            return NGX_ERROR;
+        }
+    }
+
+    return slot;
 }
 
 
@@ -1709,8 +2263,8 @@ ngx_http_psd_redis_call_add_script(ngx_http_psd_redis_call_t *call,
     rc = ngx_http_psd_redis_call_add(call, argc + 3, args, lens);
 
     if (rc == NGX_OK) {
-        /* the script travels with the command until its slot is made */
-        call->slots[call->ncmds - 1] = (void *) script;
+        /* the script travels with the command, for a NOSCRIPT retry */
+        call->scripts[call->ncmds - 1] = script;
     }
 
     return rc;
@@ -1721,27 +2275,32 @@ ngx_int_t
 ngx_http_psd_redis_call_send(ngx_http_psd_redis_call_t *call,
     ngx_http_psd_redis_handler_pt handler, void *data)
 {
-    ngx_uint_t                      i;
-    ngx_http_psd_redis_conn_t      *conn;
-    ngx_http_psd_redis_slot_t      *slot;
-    ngx_http_psd_redis_script_t    *script;
+    ngx_http_psd_redis_topo_t      *topo;
     ngx_http_psd_metrics_server_t  *ms;
-
-    conn = call->server->conn;
-    ms = ngx_http_psd_metrics
-         ? ngx_http_psd_metrics_server(call->server->index) : NULL;
 
     call->handler = handler;
     call->data = data;
 
-    if (conn == NULL || conn->state == NGX_HTTP_PSD_REDIS_DOWN
-        || conn->npending + call->ncmds > call->server->max_pending
-        || call->ncmds == 0)
+    topo = call->server->topo;
+
+    if (call->ncmds && topo && topo->asking
+        && !ngx_http_psd_redis_topo_known(topo))
     {
+        /* the first moments of a worker: the cluster or sentinels answer */
+
+        ngx_queue_insert_tail(&topo->waiting, &call->wait);
+        call->waiting = 1;
+        ngx_http_psd_redis_call_start(call);
+
+        return NGX_OK;
+    }
+
+    if (call->ncmds == 0 || ngx_http_psd_redis_enqueue(call) != NGX_OK) {
         call->status = NGX_HTTP_PSD_REDIS_UNAVAILABLE;
         call->done = 1;
 
-        if (ms) {
+        if (ngx_http_psd_metrics) {
+            ms = ngx_http_psd_metrics_server(call->server->index);
             (void) ngx_atomic_fetch_add(&ms->unavailable, 1);
         }
 
@@ -1753,41 +2312,174 @@ ngx_http_psd_redis_call_send(ngx_http_psd_redis_call_t *call,
         return NGX_DECLINED;
     }
 
-    for (i = 0; i < call->ncmds; i++) {
-        script = (ngx_http_psd_redis_script_t *) call->slots[i];
-        call->slots[i] = NULL;
+    ngx_http_psd_redis_call_start(call);
 
-        slot = ngx_http_psd_redis_slot_get(conn);
-        if (slot == NULL
-            || ngx_http_psd_redis_append(conn,
-                                         conn->handshake_done ? &conn->out
-                                                              : &conn->held,
-                                         call->cmds[i], call->lens[i])
-               != NGX_OK)
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_psd_redis_call_start(ngx_http_psd_redis_call_t *call)
+{
+    call->sent = 1;
+    call->started = ngx_current_msec;
+
+    call->timer.handler = ngx_http_psd_redis_call_timeout;
+    call->timer.data = call;
+    /* not the request's log: its context would print the request line */
+    call->timer.log = ngx_cycle->log;
+    ngx_add_timer(&call->timer, call->server->timeout);
+}
+
+
+/*
+ * Puts every command of a call on its connection's pipeline, or none of
+ * them: a call half sent would leave half-written state behind.
+ */
+
+static ngx_int_t
+ngx_http_psd_redis_enqueue(ngx_http_psd_redis_call_t *call)
+{
+    ngx_uint_t                      i;
+    ngx_http_psd_redis_conn_t      *conn, *hint;
+    ngx_http_psd_redis_topo_t      *topo;
+    ngx_http_psd_redis_server_t    *server;
+
+    server = call->server;
+    topo = server->topo;
+    hint = NULL;
+
+    for (i = 0; i < call->ncmds; i++) {
+        if (server->mode != NGX_HTTP_PSD_REDIS_CLUSTER) {
+            conn = server->conn;
+
+        } else if (call->keyslots[i] >= 0) {
+            conn = ngx_http_psd_redis_route(topo, call->keyslots[i]);
+            hint = hint ? hint : conn;
+
+        } else {
+            conn = NULL;        /* placed below, next to the others */
+        }
+
+        call->conns[i] = conn;
+    }
+
+    for (i = 0; i < call->ncmds; i++) {
+        if (call->conns[i] == NULL && call->keyslots[i] < 0
+            && server->mode == NGX_HTTP_PSD_REDIS_CLUSTER)
         {
-            if (slot) {
-                ngx_http_psd_redis_slot_free(conn, slot);
+            call->conns[i] = hint ? hint : ngx_http_psd_redis_route(topo, -1);
+        }
+
+        if (call->conns[i] == NULL) {
+            return NGX_DECLINED;
+        }
+    }
+
+    return ngx_http_psd_redis_enqueue_routed(call);
+}
+
+
+/* a call of the module's own, to one connection: a node, a sentinel */
+
+static ngx_int_t
+ngx_http_psd_redis_enqueue_on(ngx_http_psd_redis_call_t *call,
+    ngx_http_psd_redis_conn_t *conn)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < call->ncmds; i++) {
+        call->conns[i] = conn;
+    }
+
+    return ngx_http_psd_redis_enqueue_routed(call);
+}
+
+
+static ngx_int_t
+ngx_http_psd_redis_enqueue_routed(ngx_http_psd_redis_call_t *call)
+{
+    ngx_uint_t                      i;
+    ngx_http_psd_redis_buf_t       *buf;
+    ngx_http_psd_redis_conn_t      *conn;
+    ngx_http_psd_redis_slot_t      *slot;
+    ngx_http_psd_redis_server_t    *server;
+    ngx_http_psd_metrics_server_t  *ms;
+
+    server = call->server;
+
+    for (i = 0; i < call->ncmds; i++) {
+        conn = call->conns[i];
+
+        if (conn->state == NGX_HTTP_PSD_REDIS_DOWN) {
+            if (conn->reconnect.timer_set || !conn->fixed) {
+                return NGX_DECLINED;
             }
 
-            /*
-             * Part of the call is queued and the pipeline would be out of
-             * step: start the connection over, without running the handler
-             * from inside its own send.
-             */
+            /* a cluster node connected on demand */
+            ngx_http_psd_redis_connect(conn);
 
-            call->done = 1;
-            ngx_http_psd_redis_fail(conn, 0, "out of memory");
-            ngx_memzero(call->slots, call->ncmds * sizeof(void *));
-            call->status = NGX_HTTP_PSD_REDIS_UNAVAILABLE;
+            if (conn->state == NGX_HTTP_PSD_REDIS_DOWN) {
+                return NGX_DECLINED;
+            }
+        }
 
+        if (conn->npending + call->ncmds > server->max_pending) {
             return NGX_DECLINED;
         }
 
+        conn->reserve = 0;
+    }
+
+    for (i = 0; i < call->ncmds; i++) {
+        call->conns[i]->reserve += call->lens[i];
+    }
+
+    for (i = 0; i < call->ncmds; i++) {
+        conn = call->conns[i];
+
+        if (conn->reserve == 0) {
+            continue;
+        }
+
+        buf = conn->handshake_done ? &conn->out : &conn->held;
+
+        if (ngx_http_psd_redis_reserve(conn, buf, conn->reserve) != NGX_OK) {
+            return NGX_DECLINED;
+        }
+
+        conn->reserve = 0;
+    }
+
+    for (i = 0; i < call->ncmds; i++) {
+        call->slots[i] = ngx_http_psd_redis_slot_get(call->conns[i]);
+
+        if (call->slots[i] == NULL) {
+            while (i--) {
+                ngx_http_psd_redis_slot_free(call->conns[i], call->slots[i]);
+                call->slots[i] = NULL;
+            }
+
+            return NGX_DECLINED;
+        }
+    }
+
+    /* nothing below fails */
+
+    for (i = 0; i < call->ncmds; i++) {
+        conn = call->conns[i];
+        slot = call->slots[i];
+        buf = conn->handshake_done ? &conn->out : &conn->held;
+
+        (void) ngx_http_psd_redis_append(conn, buf, call->cmds[i],
+                                         call->lens[i]);
+
         slot->call = call;
         slot->index = i;
+        slot->script = call->scripts[i];
 
-        if (script) {
-            slot->script = script;
+        if (slot->script || server->mode == NGX_HTTP_PSD_REDIS_CLUSTER) {
+            /* a NOSCRIPT, MOVED or ASK answer sends it again */
             slot->cmd = call->cmds[i];
             slot->len = call->lens[i];
 
@@ -1796,35 +2488,26 @@ ngx_http_psd_redis_call_send(ngx_http_psd_redis_call_t *call,
         }
 
         call->cmds[i] = NULL;
-        call->slots[i] = slot;
 
         ngx_queue_insert_tail(&conn->pending, &slot->queue);
         conn->npending++;
+
+        /*
+         * Writing from a posted event lets every request handled in this
+         * turn of the event loop share one write.
+         */
+
+        if (conn->state == NGX_HTTP_PSD_REDIS_READY
+            && !conn->peer.connection->write->posted)
+        {
+            ngx_post_event(conn->peer.connection->write, &ngx_posted_events);
+        }
     }
 
-    call->sent = 1;
-    call->started = ngx_current_msec;
-
-    if (ms) {
+    if (ngx_http_psd_metrics) {
+        ms = ngx_http_psd_metrics_server(server->index);
         (void) ngx_atomic_fetch_add(&ms->commands, call->ncmds);
         (void) ngx_atomic_fetch_add(&ms->pending, call->ncmds);
-    }
-
-    call->timer.handler = ngx_http_psd_redis_call_timeout;
-    call->timer.data = call;
-    /* not the request's log: its context would print the request line */
-    call->timer.log = &conn->log;
-    ngx_add_timer(&call->timer, call->server->timeout);
-
-    /*
-     * Writing from a posted event lets every request handled in this turn
-     * of the event loop share one write.
-     */
-
-    if (conn->state == NGX_HTTP_PSD_REDIS_READY
-        && !conn->peer.connection->write->posted)
-    {
-        ngx_post_event(conn->peer.connection->write, &ngx_posted_events);
     }
 
     return NGX_OK;
@@ -1848,6 +2531,11 @@ ngx_http_psd_redis_call_finish(ngx_http_psd_redis_call_t *call,
 
     if (call->timer.timer_set) {
         ngx_del_timer(&call->timer);
+    }
+
+    if (call->waiting) {
+        ngx_queue_remove(&call->wait);
+        call->waiting = 0;
     }
 
     for (i = 0; i < call->ncmds; i++) {
@@ -1880,9 +2568,6 @@ static void
 ngx_http_psd_redis_call_timeout(ngx_event_t *ev)
 {
     ngx_http_psd_redis_call_t   *call = ev->data;
-    ngx_http_psd_redis_conn_t   *conn;
-
-    conn = call->server->conn;
 
     if (ngx_http_psd_metrics) {
         (void) ngx_atomic_fetch_add(
@@ -1890,8 +2575,8 @@ ngx_http_psd_redis_call_timeout(ngx_event_t *ev)
                   1);
     }
 
-    if (conn && ngx_time() - conn->logged >= 1) {
-        conn->logged = ngx_time();
+    if (ngx_time() - call->server->logged >= 1) {
+        call->server->logged = ngx_time();
         ngx_log_error(NGX_LOG_ERR, ev->log, 0,
                       "psd: redis \"%V\" did not answer within %M ms",
                       &call->server->name, call->server->timeout);
@@ -1918,6 +2603,11 @@ ngx_http_psd_redis_call_cleanup(void *data)
         if (call->timer.timer_set) {
             ngx_del_timer(&call->timer);
         }
+    }
+
+    if (call->waiting) {
+        ngx_queue_remove(&call->wait);
+        call->waiting = 0;
     }
 
     for (i = 0; i < call->ncmds; i++) {
@@ -1992,37 +2682,1062 @@ ngx_http_psd_redis_status_len(ngx_http_request_t *r)
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_psd_module);
 
     return pmcf->servers.nelts
-           * (sizeof("{\"name\":\"\",\"connected\":false,\"pending\":},") - 1
-              + 64 + NGX_INT_T_LEN);
+           * (sizeof("{\"name\":\"\",\"mode\":\"sentinel\","
+                     "\"connected\":false,\"pending\":,\"nodes\":,"
+                     "\"primary\":\"\",\"changes\":},") - 1
+              + 64 + 3 * NGX_INT_T_LEN + NGX_SOCKADDR_STRLEN);
 }
 
+
+/*
+ * "connected": every node that serves slots (or the primary) has its
+ * connection up; "changes": how often this worker saw slots or the
+ * primary move.
+ */
 
 u_char *
 ngx_http_psd_redis_status_write(ngx_http_request_t *r, u_char *p)
 {
-    ngx_uint_t                     i;
+    ngx_uint_t                     i, j, up, pending, nodes;
     ngx_http_psd_main_conf_t      *pmcf;
     ngx_http_psd_redis_conn_t     *conn;
+    ngx_http_psd_redis_topo_t     *topo;
     ngx_http_psd_redis_server_t  **servers;
 
     pmcf = ngx_http_get_module_main_conf(r, ngx_http_psd_module);
     servers = pmcf->servers.elts;
 
     for (i = 0; i < pmcf->servers.nelts; i++) {
+        topo = servers[i]->topo;
         conn = servers[i]->conn;
 
-        p = ngx_sprintf(p, "%s{\"name\":\"%V\",\"connected\":%s,"
-                        "\"pending\":%ui}",
-                        i ? "," : "", &servers[i]->name,
+        if (servers[i]->mode == NGX_HTTP_PSD_REDIS_CLUSTER && topo) {
+            up = topo->known;
+            pending = 0;
+            nodes = 0;
+
+            for (j = 0; j < topo->nnodes; j++) {
+                pending += topo->nodes[j]->npending;
+
+                if (topo->nodes[j]->owns == 0) {
+                    continue;
+                }
+
+                nodes++;
+
+                if (!topo->nodes[j]->handshake_done
+                    || topo->nodes[j]->state != NGX_HTTP_PSD_REDIS_READY)
+                {
+                    up = 0;
+                }
+            }
+
+            p = ngx_sprintf(p, "%s{\"name\":\"%V\",\"mode\":\"cluster\","
+                            "\"connected\":%s,\"pending\":%ui,"
+                            "\"nodes\":%ui,\"changes\":%ui}",
+                            i ? "," : "", &servers[i]->name,
+                            up ? "true" : "false", pending, nodes,
+                            topo->changes);
+            continue;
+        }
+
+        p = ngx_sprintf(p, "%s{\"name\":\"%V\",", i ? "," : "",
+                        &servers[i]->name);
+
+        if (topo) {
+            p = ngx_sprintf(p, "\"mode\":\"sentinel\",");
+        }
+
+        p = ngx_sprintf(p, "\"connected\":%s,\"pending\":%ui",
                         (conn && conn->handshake_done
                          && conn->state == NGX_HTTP_PSD_REDIS_READY)
                         ? "true" : "false",
                         conn ? conn->npending : 0);
+
+        if (topo && conn) {
+            p = ngx_sprintf(p, ",\"primary\":\"%V\",\"changes\":%ui",
+                            conn->fixed ? &conn->own.name
+                                        : &ngx_http_psd_redis_unknown,
+                            topo->changes);
+        }
+
+        *p++ = '}';
     }
 
     return p;
 }
 
+
+static ngx_str_t *
+ngx_http_psd_redis_conn_name(ngx_http_psd_redis_conn_t *conn)
+{
+    ngx_http_psd_redis_server_t  *server;
+
+    server = conn->server;
+
+    if (conn->fixed) {
+        return &conn->own.name;
+    }
+
+    if (server->mode == NGX_HTTP_PSD_REDIS_SINGLE) {
+        return &server->target;
+    }
+
+    return &server->addrs[conn->addr % server->naddrs].name;
+}
+
+
+/*
+ * Redis Cluster: which node serves a slot.  The map is learned from
+ * CLUSTER SLOTS when the worker starts, after a node fails, after a MOVED
+ * answer and every 30 s; a MOVED answer also fixes its own slot at once.
+ */
+
+static ngx_int_t
+ngx_http_psd_redis_topo_known(ngx_http_psd_redis_topo_t *topo)
+{
+    if (topo->server->mode == NGX_HTTP_PSD_REDIS_CLUSTER) {
+        return topo->known;
+    }
+
+    return topo->server->conn->fixed;
+}
+
+
+static ngx_http_psd_redis_conn_t *
+ngx_http_psd_redis_route(ngx_http_psd_redis_topo_t *topo, ngx_int_t keyslot)
+{
+    ngx_uint_t                  i, n;
+    ngx_http_psd_redis_conn_t  *conn;
+
+    if (!topo->known) {
+        return NULL;
+    }
+
+    if (keyslot >= 0) {
+        n = topo->map[keyslot];
+        return n ? topo->nodes[n - 1] : NULL;
+    }
+
+    /* a command without keys: any node that serves slots and is up */
+
+    for (i = 0; i < topo->nnodes; i++) {
+        conn = topo->nodes[(topo->next + i) % topo->nnodes];
+
+        if (conn->owns && conn->state == NGX_HTTP_PSD_REDIS_READY) {
+            return conn;
+        }
+    }
+
+    n = topo->map[0];
+
+    return n ? topo->nodes[n - 1] : NULL;
+}
+
+
+/* the node at an address, made on first sight */
+
+static ngx_http_psd_redis_conn_t *
+ngx_http_psd_redis_node(ngx_http_psd_redis_topo_t *topo,
+    struct sockaddr *sockaddr, socklen_t socklen)
+{
+    ngx_uint_t                  i;
+    ngx_http_psd_redis_conn_t  *conn;
+
+    for (i = 0; i < topo->nnodes; i++) {
+        conn = topo->nodes[i];
+
+        if (ngx_cmp_sockaddr(&conn->sockaddr.sockaddr, conn->own.socklen,
+                             sockaddr, socklen, 1)
+            == NGX_OK)
+        {
+            return conn;
+        }
+    }
+
+    if (topo->nnodes == NGX_HTTP_PSD_REDIS_MAX_NODES) {
+        ngx_log_error(NGX_LOG_ERR, &topo->log, 0,
+                      "psd: redis \"%V\" has more than %d cluster nodes",
+                      &topo->server->name, NGX_HTTP_PSD_REDIS_MAX_NODES);
+        return NULL;
+    }
+
+    conn = ngx_http_psd_redis_conn_create((ngx_cycle_t *) ngx_cycle,
+                                          topo->server);
+    if (conn == NULL) {
+        return NULL;
+    }
+
+    ngx_http_psd_redis_conn_address(conn, sockaddr, socklen);
+
+    topo->nodes[topo->nnodes++] = conn;
+
+    return conn;
+}
+
+
+/* "127.0.0.1:7001" or "::1:7001", as Redis writes node addresses */
+
+static ngx_int_t
+ngx_http_psd_redis_parse_node(u_char *text, size_t len, in_port_t port,
+    ngx_sockaddr_t *sa, socklen_t *socklen)
+{
+    u_char     *colon;
+    ngx_int_t   n;
+    ngx_addr_t  addr;
+    ngx_pool_t *pool;
+
+    if (port == 0) {
+        colon = NULL;
+
+        for (n = len - 1; n > 0; n--) {
+            if (text[n] == ':') {
+                colon = &text[n];
+                break;
+            }
+        }
+
+        if (colon == NULL) {
+            return NGX_ERROR;
+        }
+
+        n = ngx_atoi(colon + 1, text + len - colon - 1);
+        if (n < 1 || n > 65535) {
+            return NGX_ERROR;
+        }
+
+        port = (in_port_t) n;
+        len = colon - text;
+    }
+
+    /* ngx_parse_addr() wants a pool for the address it makes */
+
+    pool = ngx_create_pool(512, ngx_cycle->log);
+    if (pool == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (len == 0 || ngx_parse_addr(pool, &addr, text, len) != NGX_OK) {
+        ngx_destroy_pool(pool);
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(sa, addr.sockaddr, addr.socklen);
+    *socklen = addr.socklen;
+    ngx_inet_set_port(&sa->sockaddr, port);
+
+    ngx_destroy_pool(pool);
+
+    return NGX_OK;
+}
+
+
+/* asks again after "delay" ms, unless it is asked sooner already */
+
+static void
+ngx_http_psd_redis_topo_schedule(ngx_http_psd_redis_topo_t *topo,
+    ngx_msec_t delay)
+{
+    ngx_msec_t  when;
+
+    when = ngx_current_msec + delay;
+
+    if (topo->refresh.timer_set
+        && (ngx_msec_int_t) (topo->refresh.timer.key - when) <= 0)
+    {
+        return;
+    }
+
+    ngx_add_timer(&topo->refresh, delay);
+}
+
+
+static void
+ngx_http_psd_redis_topo_handler(ngx_event_t *ev)
+{
+    ngx_http_psd_redis_topo_t  *topo = ev->data;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
+
+    if (topo->server->mode == NGX_HTTP_PSD_REDIS_CLUSTER) {
+        ngx_http_psd_redis_refresh(topo);
+        return;
+    }
+
+    /*
+     * The primary failed or answered READONLY: ask the sentinels again,
+     * at most once a second, unless a failover message is on its way.
+     */
+
+    if (topo->asking) {
+        return;
+    }
+
+    if (ngx_current_msec - topo->asked < NGX_HTTP_PSD_REDIS_REFRESH_DOWN) {
+        ngx_http_psd_redis_topo_schedule(topo,
+                                         NGX_HTTP_PSD_REDIS_REFRESH_DOWN
+                                         - (ngx_current_msec - topo->asked));
+        return;
+    }
+
+    if (topo->sentinel->reconnect.timer_set) {
+        return;
+    }
+
+    ngx_http_psd_redis_close(topo->sentinel);
+    ngx_http_psd_redis_sentinel_ask(topo);
+}
+
+
+/* calls that waited for the topology go out now, or fail */
+
+static void
+ngx_http_psd_redis_topo_release(ngx_http_psd_redis_topo_t *topo,
+    ngx_uint_t known)
+{
+    ngx_queue_t                 waiting, *q;
+    ngx_http_psd_redis_call_t  *call;
+
+    if (ngx_queue_empty(&topo->waiting)) {
+        return;
+    }
+
+    /* a handler may make new calls: they must not join this round */
+
+    waiting = topo->waiting;
+    waiting.next->prev = &waiting;
+    waiting.prev->next = &waiting;
+    ngx_queue_init(&topo->waiting);
+
+    while (!ngx_queue_empty(&waiting)) {
+        q = ngx_queue_head(&waiting);
+        ngx_queue_remove(q);
+        call = ngx_queue_data(q, ngx_http_psd_redis_call_t, wait);
+        call->waiting = 0;
+
+        if (known && ngx_http_psd_redis_enqueue(call) == NGX_OK) {
+            continue;
+        }
+
+        ngx_http_psd_redis_call_finish(call, NGX_HTTP_PSD_REDIS_UNAVAILABLE);
+    }
+}
+
+
+static void
+ngx_http_psd_redis_refresh(ngx_http_psd_redis_topo_t *topo)
+{
+    ngx_uint_t                   i;
+    const char                  *argv[2];
+    size_t                       argvlen[2];
+    ngx_http_psd_redis_call_t   *call;
+    ngx_http_psd_redis_conn_t   *conn, *pick;
+
+    if (topo->asking) {
+        return;
+    }
+
+    /* a node that answers already, else the next one that may connect */
+
+    pick = NULL;
+
+    for (i = 0; i < topo->nnodes && pick == NULL; i++) {
+        conn = topo->nodes[(topo->next + i) % topo->nnodes];
+
+        if (conn->state == NGX_HTTP_PSD_REDIS_READY && conn->handshake_done) {
+            pick = conn;
+        }
+    }
+
+    for (i = 0; i < topo->nnodes && pick == NULL; i++) {
+        conn = topo->nodes[(topo->next + i) % topo->nnodes];
+
+        if (conn->state == NGX_HTTP_PSD_REDIS_DOWN
+            && !conn->reconnect.timer_set)
+        {
+            ngx_http_psd_redis_connect(conn);
+        }
+
+        if (conn->state != NGX_HTTP_PSD_REDIS_DOWN) {
+            pick = conn;
+        }
+    }
+
+    if (pick == NULL) {
+        goto failed;
+    }
+
+    call = ngx_http_psd_redis_call_create(NULL, topo->server, 1);
+    if (call == NULL) {
+        goto failed;
+    }
+
+    argv[0] = "CLUSTER";
+    argvlen[0] = 7;
+    argv[1] = "SLOTS";
+    argvlen[1] = 5;
+
+    if (ngx_http_psd_redis_call_add(call, 2, argv, argvlen) != NGX_OK) {
+        ngx_destroy_pool(call->pool);
+        goto failed;
+    }
+
+    call->handler = ngx_http_psd_redis_refreshed;
+    call->data = topo;
+    call->conns[0] = pick;
+    call->keyslots[0] = -1;
+
+    if (ngx_http_psd_redis_enqueue_on(call, pick) != NGX_OK) {
+        ngx_destroy_pool(call->pool);
+        goto failed;
+    }
+
+    topo->asking = 1;
+    topo->asked = ngx_current_msec;
+    ngx_http_psd_redis_call_start(call);
+
+    return;
+
+failed:
+
+    ngx_http_psd_redis_refresh_failed(topo);
+}
+
+
+static void
+ngx_http_psd_redis_refresh_failed(ngx_http_psd_redis_topo_t *topo)
+{
+    ngx_msec_t  delay;
+
+    topo->asking = 0;
+    topo->next++;
+    topo->failures++;
+
+    delay = NGX_HTTP_PSD_REDIS_BACKOFF_MIN << ngx_min(topo->failures, 4);
+    delay = ngx_min(delay, NGX_HTTP_PSD_REDIS_REFRESH_DOWN);
+
+    ngx_http_psd_redis_topo_schedule(topo, delay);
+
+    if (!topo->known) {
+        /* nobody can say where keys live: fail now, not at the deadline */
+        ngx_http_psd_redis_topo_release(topo, 0);
+    }
+}
+
+
+static void
+ngx_http_psd_redis_refreshed(ngx_http_psd_redis_call_t *call)
+{
+    ngx_http_psd_redis_topo_t  *topo = call->data;
+
+    size_t                      i, j;
+    u_char                      map[PSD_SLOT_COUNT];
+    in_port_t                   port;
+    ngx_uint_t                  down, changed;
+    socklen_t                   socklen;
+    redisReply                 *reply, *range, *node;
+    ngx_sockaddr_t              sa;
+    ngx_http_psd_redis_conn_t  *asked, *conn;
+
+    topo->asking = 0;
+    reply = call->replies[0];
+    asked = call->conns[0];
+
+    if (call->status != NGX_HTTP_PSD_REDIS_OK
+        || reply->type != REDIS_REPLY_ARRAY || reply->elements == 0)
+    {
+        if (call->status == NGX_HTTP_PSD_REDIS_OK) {
+            ngx_log_error(NGX_LOG_ERR, &topo->log, 0,
+                          "psd: redis \"%V\" at %V gave no cluster slots%s%*s",
+                          &topo->server->name,
+                          ngx_http_psd_redis_conn_name(asked),
+                          reply->type == REDIS_REPLY_ERROR ? ": " : "",
+                          reply->type == REDIS_REPLY_ERROR
+                          ? ngx_min(reply->len, 200) : 0,
+                          reply->type == REDIS_REPLY_ERROR ? reply->str : "");
+        }
+
+        ngx_http_psd_redis_refresh_failed(topo);
+        return;
+    }
+
+    ngx_memzero(map, sizeof(map));
+
+    for (i = 0; i < reply->elements; i++) {
+        range = reply->element[i];
+
+        if (range->type != REDIS_REPLY_ARRAY || range->elements < 3
+            || range->element[0]->type != REDIS_REPLY_INTEGER
+            || range->element[1]->type != REDIS_REPLY_INTEGER
+            || range->element[0]->integer < 0
+            || range->element[1]->integer >= PSD_SLOT_COUNT
+            || range->element[0]->integer > range->element[1]->integer)
+        {
+            goto invalid;
+        }
+
+        node = range->element[2];
+
+        if (node->type != REDIS_REPLY_ARRAY || node->elements < 2
+            || node->element[0]->type != REDIS_REPLY_STRING
+            || node->element[1]->type != REDIS_REPLY_INTEGER
+            || node->element[1]->integer < 1
+            || node->element[1]->integer > 65535)
+        {
+            goto invalid;
+        }
+
+        port = (in_port_t) node->element[1]->integer;
+
+        /* "" or "?": the node does not know its address; we do */
+
+        if (node->element[0]->len == 0
+            || (node->element[0]->len == 1 && node->element[0]->str[0] == '?'))
+        {
+            ngx_memcpy(&sa, asked->own.sockaddr, asked->own.socklen);
+            socklen = asked->own.socklen;
+            ngx_inet_set_port(&sa.sockaddr, port);
+
+        } else if (ngx_http_psd_redis_parse_node(
+                       (u_char *) node->element[0]->str,
+                       node->element[0]->len, port, &sa, &socklen)
+                   != NGX_OK)
+        {
+            /* a host name: resolving it here would block the worker */
+            goto invalid;
+        }
+
+        conn = ngx_http_psd_redis_node(topo, &sa.sockaddr, socklen);
+        if (conn == NULL) {
+            ngx_http_psd_redis_refresh_failed(topo);
+            return;
+        }
+
+        for (j = 0; j < topo->nnodes; j++) {
+            if (topo->nodes[j] == conn) {
+                break;
+            }
+        }
+
+        ngx_memset(&map[range->element[0]->integer], (u_char) (j + 1),
+                   range->element[1]->integer - range->element[0]->integer
+                   + 1);
+    }
+
+    changed = topo->known
+              && ngx_memcmp(map, topo->map, PSD_SLOT_COUNT) != 0;
+
+    ngx_memcpy(topo->map, map, PSD_SLOT_COUNT);
+    ngx_http_psd_redis_count_owned(topo);
+
+    if (changed) {
+        topo->changes++;
+        ngx_log_error(NGX_LOG_NOTICE, &topo->log, 0,
+                      "psd: redis \"%V\" cluster slots moved",
+                      &topo->server->name);
+    }
+
+    topo->known = 1;
+    topo->failures = 0;
+
+    /* nodes that serve slots are connected now; the others let go */
+
+    down = 0;
+
+    for (j = 0; j < topo->nnodes; j++) {
+        conn = topo->nodes[j];
+
+        if (conn->owns == 0) {
+            if (conn->state == NGX_HTTP_PSD_REDIS_DOWN
+                && conn->reconnect.timer_set)
+            {
+                ngx_del_timer(&conn->reconnect);
+            }
+
+            continue;
+        }
+
+        if (conn->state == NGX_HTTP_PSD_REDIS_DOWN) {
+            if (!conn->reconnect.timer_set) {
+                ngx_http_psd_redis_connect(conn);
+            }
+
+            down = 1;
+        }
+    }
+
+    ngx_http_psd_redis_topo_schedule(topo,
+                                     down ? NGX_HTTP_PSD_REDIS_REFRESH_DOWN
+                                          : NGX_HTTP_PSD_REDIS_REFRESH);
+
+    ngx_http_psd_redis_topo_release(topo, 1);
+
+    return;
+
+invalid:
+
+    ngx_log_error(NGX_LOG_ERR, &topo->log, 0,
+                  "psd: redis \"%V\" at %V gave cluster slots that name no "
+                  "IP address and port", &topo->server->name,
+                  ngx_http_psd_redis_conn_name(asked));
+
+    ngx_http_psd_redis_refresh_failed(topo);
+}
+
+
+static void
+ngx_http_psd_redis_count_owned(ngx_http_psd_redis_topo_t *topo)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i < topo->nnodes; i++) {
+        topo->nodes[i]->owns = 0;
+    }
+
+    for (i = 0; i < PSD_SLOT_COUNT; i++) {
+        if (topo->map[i]) {
+            topo->nodes[topo->map[i] - 1]->owns++;
+        }
+    }
+}
+
+
+/*
+ * "MOVED <slot> <ip>:<port>": the slot lives elsewhere now; "ASK ...": it
+ * is being migrated and this key is there already, for this command only.
+ * Either way the command goes again, to that node, keeping its place in
+ * its call.
+ */
+
+static ngx_int_t
+ngx_http_psd_redis_redirect(ngx_http_psd_redis_conn_t *conn,
+    ngx_http_psd_redis_slot_t *slot, redisReply *reply)
+{
+    u_char                         *p, *last, *space;
+    ngx_int_t                       keyslot;
+    ngx_uint_t                      asking, j;
+    socklen_t                       socklen;
+    const char                     *argv[1];
+    size_t                          argvlen[1];
+    char                           *cmd;
+    int                             len;
+    ngx_sockaddr_t                  sa;
+    ngx_http_psd_redis_buf_t       *buf;
+    ngx_http_psd_redis_topo_t      *topo;
+    ngx_http_psd_redis_conn_t      *target;
+    ngx_http_psd_redis_slot_t      *ask;
+    ngx_http_psd_metrics_server_t  *ms;
+
+    topo = conn->server->topo;
+
+    if (conn->server->mode == NGX_HTTP_PSD_REDIS_SENTINEL) {
+        /* a primary turned replica: the sentinels know the new one */
+        if (reply->len >= 8 && ngx_strncmp(reply->str, "READONLY", 8) == 0) {
+            ngx_http_psd_redis_topo_schedule(topo, 0);
+        }
+
+        return NGX_DECLINED;
+    }
+
+    if (slot->call == NULL || slot->cmd == NULL
+        || slot->redirects >= NGX_HTTP_PSD_REDIS_MAX_REDIRECTS)
+    {
+        return NGX_DECLINED;
+    }
+
+    p = (u_char *) reply->str;
+    last = p + reply->len;
+
+    if (reply->len > 6 && ngx_strncmp(p, "MOVED ", 6) == 0) {
+        asking = 0;
+        p += 6;
+
+    } else if (reply->len > 4 && ngx_strncmp(p, "ASK ", 4) == 0) {
+        asking = 1;
+        p += 4;
+
+    } else {
+        return NGX_DECLINED;
+    }
+
+    space = ngx_strlchr(p, last, ' ');
+    if (space == NULL) {
+        return NGX_DECLINED;
+    }
+
+    keyslot = ngx_atoi(p, space - p);
+
+    if (keyslot == NGX_ERROR || keyslot >= PSD_SLOT_COUNT
+        || ngx_http_psd_redis_parse_node(space + 1, last - space - 1, 0, &sa,
+                                         &socklen)
+           != NGX_OK)
+    {
+        return NGX_DECLINED;
+    }
+
+    target = ngx_http_psd_redis_node(topo, &sa.sockaddr, socklen);
+    if (target == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (!asking) {
+        for (j = 0; j < topo->nnodes; j++) {
+            if (topo->nodes[j] == target) {
+                break;
+            }
+        }
+
+        if (topo->map[keyslot]) {
+            topo->nodes[topo->map[keyslot] - 1]->owns--;
+        }
+
+        if (topo->map[keyslot] != j + 1) {
+            topo->changes++;
+        }
+
+        topo->map[keyslot] = (u_char) (j + 1);
+        target->owns++;
+
+        /* one MOVED seldom comes alone: learn the whole map soon */
+        ngx_http_psd_redis_topo_schedule(topo, 0);
+    }
+
+    if (target->state == NGX_HTTP_PSD_REDIS_DOWN) {
+        if (target->reconnect.timer_set) {
+            return NGX_DECLINED;
+        }
+
+        ngx_http_psd_redis_connect(target);
+
+        if (target->state == NGX_HTTP_PSD_REDIS_DOWN) {
+            return NGX_DECLINED;
+        }
+    }
+
+    buf = target->handshake_done ? &target->out : &target->held;
+
+    if (asking) {
+        argv[0] = "ASKING";
+        argvlen[0] = 6;
+
+        len = redisFormatCommandArgv(&cmd, 1, argv, argvlen);
+        if (len < 0) {
+            return NGX_DECLINED;
+        }
+
+        ask = ngx_http_psd_redis_slot_get(target);
+
+        if (ask == NULL
+            || ngx_http_psd_redis_reserve(target, buf, len + slot->len)
+               != NGX_OK)
+        {
+            if (ask) {
+                ngx_http_psd_redis_slot_free(target, ask);
+            }
+
+            free(cmd);
+            return NGX_DECLINED;
+        }
+
+        /* nobody waits for its "+OK": it is dropped in turn */
+
+        (void) ngx_http_psd_redis_append(target, buf, cmd, len);
+        free(cmd);
+
+        ngx_queue_insert_tail(&target->pending, &ask->queue);
+        target->npending++;
+
+    } else if (ngx_http_psd_redis_reserve(target, buf, slot->len) != NGX_OK) {
+        return NGX_DECLINED;
+    }
+
+    (void) ngx_http_psd_redis_append(target, buf, slot->cmd, slot->len);
+
+    slot->redirects++;
+    ngx_queue_insert_tail(&target->pending, &slot->queue);
+    target->npending++;
+
+    if (ngx_http_psd_metrics) {
+        ms = ngx_http_psd_metrics_server(conn->server->index);
+        (void) ngx_atomic_fetch_add(&ms->pending, 1 + asking);
+    }
+
+    if (target->state == NGX_HTTP_PSD_REDIS_READY
+        && !target->peer.connection->write->posted)
+    {
+        ngx_post_event(target->peer.connection->write, &ngx_posted_events);
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Sentinel: one connection per worker asks where the primary is, then
+ * subscribes to "+switch-master" on the same connection to hear of the
+ * next failover at once.  When it fails, the next sentinel is asked.
+ */
+
+static void
+ngx_http_psd_redis_sentinel_ask(ngx_http_psd_redis_topo_t *topo)
+{
+    const char                 *argv[3];
+    size_t                      argvlen[3];
+    ngx_http_psd_redis_call_t  *call;
+    ngx_http_psd_redis_conn_t  *sentinel;
+
+    sentinel = topo->sentinel;
+
+    topo->asking = 1;
+    topo->asked = ngx_current_msec;
+
+    ngx_http_psd_redis_connect(sentinel);
+
+    if (sentinel->state == NGX_HTTP_PSD_REDIS_DOWN) {
+        goto failed;
+    }
+
+    call = ngx_http_psd_redis_call_create(NULL, topo->server, 2);
+    if (call == NULL) {
+        goto failed;
+    }
+
+    argv[0] = "SENTINEL";
+    argvlen[0] = 8;
+    argv[1] = "get-master-addr-by-name";
+    argvlen[1] = 23;
+    argv[2] = (const char *) topo->server->master.data;
+    argvlen[2] = topo->server->master.len;
+
+    if (ngx_http_psd_redis_call_add(call, 3, argv, argvlen) != NGX_OK) {
+        ngx_destroy_pool(call->pool);
+        goto failed;
+    }
+
+    argv[0] = "SUBSCRIBE";
+    argvlen[0] = 9;
+    argv[1] = "+switch-master";
+    argvlen[1] = 14;
+
+    if (ngx_http_psd_redis_call_add(call, 2, argv, argvlen) != NGX_OK) {
+        ngx_destroy_pool(call->pool);
+        goto failed;
+    }
+
+    call->handler = ngx_http_psd_redis_sentinel_answered;
+    call->data = topo;
+
+    if (ngx_http_psd_redis_enqueue_on(call, sentinel) != NGX_OK) {
+        ngx_destroy_pool(call->pool);
+        goto failed;
+    }
+
+    ngx_http_psd_redis_call_start(call);
+
+    return;
+
+failed:
+
+    /* the sentinel connection's own backoff brings us back */
+
+    topo->asking = 0;
+
+    if (!ngx_http_psd_redis_topo_known(topo)) {
+        ngx_http_psd_redis_topo_release(topo, 0);
+    }
+}
+
+
+static void
+ngx_http_psd_redis_sentinel_answered(ngx_http_psd_redis_call_t *call)
+{
+    ngx_http_psd_redis_topo_t  *topo = call->data;
+
+    ngx_int_t                   port;
+    redisReply                 *addr, *sub;
+    ngx_http_psd_redis_conn_t  *sentinel;
+
+    topo->asking = 0;
+    sentinel = topo->sentinel;
+
+    if (call->status != NGX_HTTP_PSD_REDIS_OK) {
+        goto failed;
+    }
+
+    addr = call->replies[0];
+    sub = call->replies[1];
+
+    if (addr->type != REDIS_REPLY_ARRAY || addr->elements != 2
+        || addr->element[0]->type != REDIS_REPLY_STRING
+        || addr->element[1]->type != REDIS_REPLY_STRING)
+    {
+        ngx_log_error(NGX_LOG_ERR, &topo->log, 0,
+                      "psd: redis \"%V\": sentinel at %V does not know "
+                      "primary \"%V\"", &topo->server->name,
+                      ngx_http_psd_redis_conn_name(sentinel),
+                      &topo->server->master);
+        goto failed;
+    }
+
+    port = ngx_atoi((u_char *) addr->element[1]->str, addr->element[1]->len);
+
+    if (port < 1 || port > 65535
+        || ngx_http_psd_redis_primary(topo,
+                                      (u_char *) addr->element[0]->str,
+                                      addr->element[0]->len,
+                                      (in_port_t) port)
+           != NGX_OK)
+    {
+        goto failed;
+    }
+
+    if (sub->type == REDIS_REPLY_ARRAY && sentinel->npending == 0
+        && sentinel->state == NGX_HTTP_PSD_REDIS_READY)
+    {
+        sentinel->subscribed = 1;
+    }
+
+    return;
+
+failed:
+
+    if (sentinel->state != NGX_HTTP_PSD_REDIS_DOWN) {
+        /* on to the next sentinel */
+        ngx_http_psd_redis_fail(sentinel, 0, NULL);
+    }
+
+    if (!ngx_http_psd_redis_topo_known(topo)) {
+        ngx_http_psd_redis_topo_release(topo, 0);
+    }
+}
+
+
+/* "<master> <old ip> <old port> <new ip> <new port>" */
+
+static void
+ngx_http_psd_redis_sentinel_message(ngx_http_psd_redis_conn_t *sentinel,
+    redisReply *reply)
+{
+    u_char                     *p, *last, *field[5];
+    size_t                      len[5];
+    ngx_int_t                   port;
+    ngx_uint_t                  n;
+    redisReply                 *msg;
+    ngx_http_psd_redis_topo_t  *topo;
+
+    topo = sentinel->server->topo;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3
+        || reply->element[2]->type != REDIS_REPLY_STRING)
+    {
+        return;
+    }
+
+    msg = reply->element[2];
+    p = (u_char *) msg->str;
+    last = p + msg->len;
+
+    for (n = 0; n < 5 && p < last; n++) {
+        field[n] = p;
+
+        while (p < last && *p != ' ') {
+            p++;
+        }
+
+        len[n] = p - field[n];
+        p++;
+    }
+
+    if (n != 5 || len[0] != topo->server->master.len
+        || ngx_strncmp(field[0], topo->server->master.data, len[0]) != 0)
+    {
+        return;
+    }
+
+    port = ngx_atoi(field[4], len[4]);
+
+    if (port < 1 || port > 65535) {
+        return;
+    }
+
+    (void) ngx_http_psd_redis_primary(topo, field[3], len[3],
+                                      (in_port_t) port);
+}
+
+
+/* the primary is at this address: go there, at once if it changed */
+
+static ngx_int_t
+ngx_http_psd_redis_primary(ngx_http_psd_redis_topo_t *topo, u_char *ip,
+    size_t len, in_port_t port)
+{
+    socklen_t                   socklen;
+    ngx_sockaddr_t              sa;
+    ngx_http_psd_redis_conn_t  *conn;
+
+    conn = topo->server->conn;
+
+    if (ngx_http_psd_redis_parse_node(ip, len, port, &sa, &socklen)
+        != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_ERR, &topo->log, 0,
+                      "psd: redis \"%V\": sentinels name primary \"%*s\", "
+                      "which is no IP address", &topo->server->name,
+                      ngx_min(len, 64), ip);
+        return NGX_ERROR;
+    }
+
+    if (conn->fixed
+        && ngx_cmp_sockaddr(&conn->sockaddr.sockaddr, conn->own.socklen,
+                            &sa.sockaddr, socklen, 1)
+           == NGX_OK)
+    {
+        /* the same primary: only a connection in backoff hurries */
+
+        if (conn->state == NGX_HTTP_PSD_REDIS_DOWN
+            && conn->reconnect.timer_set)
+        {
+            ngx_del_timer(&conn->reconnect);
+            ngx_http_psd_redis_connect(conn);
+        }
+
+        return NGX_OK;
+    }
+
+    if (conn->fixed) {
+        ngx_log_error(NGX_LOG_NOTICE, &topo->log, 0,
+                      "psd: redis \"%V\": primary \"%V\" moved from %V",
+                      &topo->server->name, &topo->server->master,
+                      &conn->own.name);
+        topo->changes++;
+    }
+
+    if (conn->state != NGX_HTTP_PSD_REDIS_DOWN) {
+        /* what it still waits for was asked of the old primary: failed */
+        ngx_http_psd_redis_fail(conn, 0, NULL);
+    }
+
+    if (conn->reconnect.timer_set) {
+        ngx_del_timer(&conn->reconnect);
+    }
+
+    /* the failure just caused needs no second opinion from the sentinels */
+
+    if (topo->refresh.timer_set) {
+        ngx_del_timer(&topo->refresh);
+    }
+
+    ngx_http_psd_redis_conn_address(conn, &sa.sockaddr, socklen);
+    conn->failures = 0;
+
+    ngx_http_psd_redis_connect(conn);
+
+    ngx_http_psd_redis_topo_release(topo, 1);
+
+    return NGX_OK;
+}
 
 static void
 ngx_http_psd_redis_link(const redisReadTask *task, redisReply *reply)

@@ -22,10 +22,16 @@
 #define NGX_HTTP_PSD_REDIS_ERROR        2    /* connection lost mid-call */
 #define NGX_HTTP_PSD_REDIS_UNAVAILABLE  3    /* down or overloaded: not sent */
 
+/* what a server name stands for, in server->mode */
+#define NGX_HTTP_PSD_REDIS_SINGLE       0
+#define NGX_HTTP_PSD_REDIS_CLUSTER      1
+#define NGX_HTTP_PSD_REDIS_SENTINEL     2
+
 
 typedef struct ngx_http_psd_redis_conn_s  ngx_http_psd_redis_conn_t;
 typedef struct ngx_http_psd_redis_call_s  ngx_http_psd_redis_call_t;
 typedef struct ngx_http_psd_redis_slot_s  ngx_http_psd_redis_slot_t;
+typedef struct ngx_http_psd_redis_topo_s  ngx_http_psd_redis_topo_t;
 
 typedef void (*ngx_http_psd_redis_handler_pt)(ngx_http_psd_redis_call_t *call);
 
@@ -34,8 +40,12 @@ struct ngx_http_psd_redis_server_s {
     ngx_str_t                     name;
     ngx_str_t                     target;     /* as written, for logs */
     ngx_str_t                     host;       /* what a certificate names */
-    ngx_addr_t                   *addrs;
+    ngx_addr_t                   *addrs;      /* cluster seeds, sentinels */
     ngx_uint_t                    naddrs;
+
+    ngx_uint_t                    mode;
+    ngx_str_t                     master;     /* the name sentinels know */
+    ngx_str_t                     sentinel_password;
 
     ngx_str_t                     user;
     ngx_str_t                     password;
@@ -56,6 +66,8 @@ struct ngx_http_psd_redis_server_s {
 #endif
 
     ngx_http_psd_redis_conn_t    *conn;       /* this worker's connection */
+    ngx_http_psd_redis_topo_t    *topo;       /* cluster nodes, sentinels */
+    time_t                        logged;
 };
 
 
@@ -94,15 +106,20 @@ struct ngx_http_psd_redis_call_s {
     ngx_uint_t                    nreplies;
     redisReply                  **replies;
     ngx_http_psd_redis_slot_t   **slots;
+    ngx_http_psd_redis_script_t **scripts;
+    ngx_http_psd_redis_conn_t   **conns;      /* where each command goes */
+    ngx_int_t                    *keyslots;   /* < 0: the command has no key */
 
     char                        **cmds;       /* formatted, until sent */
     size_t                       *lens;
 
     ngx_event_t                   timer;
     ngx_msec_t                    started;
+    ngx_queue_t                   wait;       /* until the topology is known */
 
     unsigned                      sent:1;
     unsigned                      done:1;
+    unsigned                      waiting:1;
 };
 
 
