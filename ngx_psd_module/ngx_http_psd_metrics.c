@@ -285,7 +285,8 @@ ngx_http_psd_metrics_prometheus(u_char *p, u_char *last)
 
     static const char  *server_rows[][3] = {
         { "psd_redis_connected", "gauge",
-          "Worker connections to the Redis server that are up." },
+          "Worker connections to the Redis server (or its cluster "
+          "nodes) that are up." },
         { "psd_redis_reconnects_total", "counter",
           "Connections made to the Redis server after the first." },
         { "psd_redis_commands_total", "counter",
