@@ -93,6 +93,7 @@ typedef struct {
     ngx_uint_t                    uri_changes;
     size_t                        body_wipe;   /* what cleanup wipes */
     size_t                        out_wipe;
+    ngx_uint_t                    revealed;
     unsigned                      have_card:1;
     unsigned                      collected:1;
     unsigned                      too_large:1;
@@ -136,7 +137,10 @@ static ngx_int_t ngx_http_psd_tok_process(ngx_http_request_t *r,
     ngx_http_psd_tok_ctx_t *ctx);
 static void ngx_http_psd_tok_stored(ngx_http_psd_redis_call_t *call);
 static void ngx_http_psd_tok_revealed(ngx_http_psd_redis_call_t *call);
-static void ngx_http_psd_tok_audit(ngx_http_request_t *r,
+static ngx_int_t ngx_http_psd_tok_audit(ngx_http_request_t *r,
+    ngx_http_psd_tok_ctx_t *ctx, ngx_http_psd_redis_handler_pt handler);
+static void ngx_http_psd_tok_audited(ngx_http_psd_redis_call_t *call);
+static void ngx_http_psd_tok_unaudited(ngx_http_request_t *r,
     ngx_http_psd_tok_ctx_t *ctx);
 static ngx_int_t ngx_http_psd_tok_finish(ngx_http_request_t *r,
     ngx_http_psd_tok_ctx_t *ctx);
@@ -906,7 +910,7 @@ ngx_http_psd_tok_handler_mode(ngx_http_request_t *r, ngx_uint_t mode)
                 ngx_memzero(&denied, sizeof(ngx_http_psd_tok_ctx_t));
                 denied.status = NGX_HTTP_FORBIDDEN;
                 denied.error = "reveal_denied";
-                ngx_http_psd_tok_audit(r, &denied);
+                (void) ngx_http_psd_tok_audit(r, &denied, NULL);
                 return ngx_http_psd_finalize_in_phase(r,
                            ngx_http_psd_send_json_error(r,
                                    NGX_HTTP_FORBIDDEN, "reveal_denied",
@@ -1926,14 +1930,24 @@ ngx_http_psd_tok_revealed(ngx_http_psd_redis_call_t *call)
         psd_cleanse((void *) edits[i].data, edits[i].len);
     }
 
-    ngx_http_psd_count(REVEAL_OK);
-    ngx_http_psd_log(NGX_LOG_NOTICE, r, 0,
-                     "psd_detokenize: %uz field(s) revealed toward the "
-                     "gateway", edits_len);
+    ctx->revealed = edits_len;
 
 done:
 
-    ngx_http_psd_tok_audit(r, ctx);
+    if (ctx->status == 0 && ctx->out && ctx->waiting) {
+        /* the card goes on only once its reveal is on record */
+
+        if (ngx_http_psd_tok_audit(r, ctx, ngx_http_psd_tok_audited)
+            == NGX_OK)
+        {
+            return;
+        }
+
+        ngx_http_psd_tok_unaudited(r, ctx);
+
+    } else {
+        (void) ngx_http_psd_tok_audit(r, ctx, NULL);
+    }
 
     if (ctx->waiting) {
         ctx->waiting = 0;
@@ -1942,14 +1956,69 @@ done:
 }
 
 
+static void
+ngx_http_psd_tok_audited(ngx_http_psd_redis_call_t *call)
+{
+    ngx_http_request_t  *r = call->data;
+
+    ngx_uint_t               i;
+    ngx_http_psd_tok_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_psd_tokenize_module);
+
+    for (i = 0; i < call->ncmds; i++) {
+        if (call->status != NGX_HTTP_PSD_REDIS_OK
+            || call->replies[i]->type != REDIS_REPLY_STRING)
+        {
+            ngx_http_psd_tok_unaudited(r, ctx);
+            break;
+        }
+    }
+
+    if (ctx->out) {
+        ngx_http_psd_count(REVEAL_OK);
+        ngx_http_psd_log(NGX_LOG_NOTICE, r, 0,
+                         "psd_detokenize: %ui field(s) revealed toward the "
+                         "gateway", ctx->revealed);
+    }
+
+    ctx->waiting = 0;
+    ngx_http_psd_redis_resume(r);
+}
+
+
 /*
- * Every reveal is recorded: which token, of what kind, for which client,
- * with what outcome, when — never the card.  The record is written without
- * waiting: the reveal has been decided already.
+ * A reveal whose audit record cannot be written does not happen (PCI DSS
+ * 10.2): the revealed body is wiped and the gateway is not called.  A
+ * one-use CVV it read is spent all the same.
  */
 
 static void
-ngx_http_psd_tok_audit(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
+ngx_http_psd_tok_unaudited(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
+{
+    psd_cleanse(ctx->out, ctx->out_wipe);
+    ctx->out = NULL;
+    ctx->out_wipe = 0;
+
+    ngx_http_psd_count(REVEAL_DENIED);
+    ngx_http_psd_log(NGX_LOG_ERR, r, 0,
+                     "psd_detokenize: reveal withdrawn, its %s could not "
+                     "be written", "audit record");
+
+    (void) ngx_http_psd_tok_refuse(r, ctx, NGX_HTTP_SERVICE_UNAVAILABLE,
+                                   "backend_unavailable", NULL, 0);
+}
+
+
+/*
+ * Every reveal is recorded: which token, of what kind, for which client,
+ * with what outcome, when — never the card.  A reveal waits for its record
+ * ("handler"); a refusal's record is written without waiting.
+ */
+
+static ngx_int_t
+ngx_http_psd_tok_audit(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx,
+    ngx_http_psd_redis_handler_pt handler)
 {
     size_t                        argvlen[17];
     ngx_uint_t                    i;
@@ -1961,10 +2030,10 @@ ngx_http_psd_tok_audit(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
 
     tlcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_tokenize_module);
 
-    call = ngx_http_psd_redis_call_create(NULL, tlcf->redis,
+    call = ngx_http_psd_redis_call_create(handler ? r : NULL, tlcf->redis,
                                           ngx_max(ctx->nitems, 1));
     if (call == NULL) {
-        return;
+        return NGX_ERROR;
     }
 
     for (i = 0; i < ngx_max(ctx->nitems, 1); i++) {
@@ -2011,16 +2080,24 @@ ngx_http_psd_tok_audit(ngx_http_request_t *r, ngx_http_psd_tok_ctx_t *ctx)
         argvlen[15] = ngx_sprintf(now, "%T", ngx_time()) - now;
 
         if (ngx_http_psd_redis_call_add(call, 16, argv, argvlen) != NGX_OK) {
+            if (handler) {
+                return NGX_ERROR;
+            }
+
             break;
         }
     }
 
     if (call->ncmds == 0) {
-        ngx_destroy_pool(call->pool);
-        return;
+        if (handler == NULL) {
+            ngx_destroy_pool(call->pool);
+        }
+
+        return NGX_ERROR;
     }
 
-    (void) ngx_http_psd_redis_call_send(call, NULL, NULL);
+    return ngx_http_psd_redis_call_send(call, handler, r) == NGX_OK
+           ? NGX_OK : NGX_ERROR;
 }
 
 

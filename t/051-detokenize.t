@@ -715,3 +715,62 @@ my $r = post('/gateway', qq({"source":{"number":"$pan","cvc":"$cvv"}}));
 is $r->{status}, 403, 'refused by deny';
 is redis_cmd('EXISTS', "psd:{cvv:$cvv}"), 1, 'the CVV is still in the vault';
 is redis_cmd('XLEN', 'psd:{audit:reveals}'), 0, 'no reveal was attempted';
+
+
+=== TEST 14: a reveal whose audit record cannot be written is withdrawn: 503, the gateway never sees the card
+--- http_config
+    psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=300ms;
+    psd_redis noaudit 127.0.0.1:$TEST_NGINX_REDIS_PORT user=psd-noaudit password=noaudit-pw timeout=300ms;
+    psd_vault_key a $TEST_NGINX_CONF_DIR/keys/vault-a;
+    psd_fingerprint_key $TEST_NGINX_CONF_DIR/keys/fp;
+--- config
+    location = /checkout {
+        psd_tokenize on;
+        psd_tokenize_field card.number pan;
+        psd_tokenize_field card.cvc cvv;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_FAKE_REDIS_PORT/app;
+    }
+    location = /gateway {
+        psd_detokenize on;
+        psd_detokenize_field source.number pan;
+        psd_detokenize_field source.cvc cvv;
+        psd_detokenize_secret $TEST_NGINX_CONF_DIR/keys/reveal;
+        psd_tokenize_redis noaudit;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_FAKE_REDIS_PORT/v1/charges;
+    }
+    location = /gateway-audited {
+        psd_detokenize on;
+        psd_detokenize_field source.number pan;
+        psd_detokenize_secret $TEST_NGINX_CONF_DIR/keys/reveal;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_FAKE_REDIS_PORT/v1/charges;
+    }
+    location = /metrics { psd_metrics; }
+    location = /status { psd_status on; }
+--- init
+echo_app();
+# everything but XADD: the vault reads work, the audit write is refused
+redis_cmd('ACL', 'SETUSER', 'psd-noaudit', 'reset', 'on', '>noaudit-pw', '~*', '+@all', '-xadd');
+--- check
+ok wait_until(sub { http_get('/status')->{body} =~ /"name":"noaudit","connected":true/ }, 10),
+    'the restricted user is connected';
+my ($pan, $cvv) = tokenize('4242424242424242', '123');
+my ($ok0, $d0) = (reveal_metric('ok'), reveal_metric('denied'));
+my $x0 = redis_cmd('XLEN', 'psd:{audit:reveals}');
+my $r = post('/gateway', source($pan, $cvv));
+is $r->{status}, 503, 'audit write refused: 503';
+is $r->{body}, qq({"error":"backend_unavailable"}\n), 'backend_unavailable';
+ok $r->{headers}{'retry-after'}, 'with Retry-After';
+ok !$r->{headers}{'x-echo'}, 'the gateway was not reached';
+unlike $r->{raw}, qr/4242424242424242/, 'the card is in no part of the answer';
+is reveal_metric('ok') - $ok0, 0, 'no reveal counted as ok';
+is reveal_metric('denied') - $d0, 1, 'counted as denied';
+is redis_cmd('XLEN', 'psd:{audit:reveals}'), $x0, 'no audit record (the write was refused)';
+is redis_cmd('EXISTS', "psd:{cvv:$cvv}"), 0, 'the CVV the withdrawn reveal read is spent';
+$r = post('/gateway-audited', qq({"source":{"number":"$pan"}}));
+my $s = seen($r);
+is $s && $s->{body}, '{"source":{"number":"4242424242424242"}}', 'the card still reveals where its record can be written';
+is redis_cmd('XLEN', 'psd:{audit:reveals}'), $x0 + 1, 'and that reveal is on record';
+--- error_log
+psd_detokenize: reveal withdrawn, its audit record could not be written
+--- no_error_log
+4242424242424242
