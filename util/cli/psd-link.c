@@ -534,6 +534,55 @@ cmd_verify(int argc, char **argv)
 }
 
 
+static redisContext *
+revoke_connect(const char *redis, const char *pass, int db)
+{
+    int           port;
+    char          host[256];
+    const char   *colon;
+    redisReply   *reply;
+    redisContext *c;
+
+    colon = strrchr(redis, ':');
+
+    if (colon == NULL || colon == redis || (size_t) (colon - redis) >= 256) {
+        die("revoke: --redis must be HOST:PORT");
+    }
+
+    memcpy(host, redis, colon - redis);
+    host[colon - redis] = '\0';
+    port = atoi(colon + 1);
+
+    c = redisConnect(host, port);
+
+    if (c == NULL || c->err) {
+        die("revoke: cannot connect to redis at %s: %s", redis,
+            c ? c->errstr : "out of memory");
+    }
+
+    if (pass) {
+        reply = redisCommand(c, "AUTH %s", pass);
+
+        if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+            die("revoke: redis refused the password");
+        }
+
+        freeReplyObject(reply);
+    }
+
+    if (db) {
+        reply = redisCommand(c, "SELECT %d", db);
+        if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+            die("revoke: SELECT %d failed", db);
+        }
+
+        freeReplyObject(reply);
+    }
+
+    return c;
+}
+
+
 /*
  * Writes what psd_link_revoke writes (README, "Redis key layout"): the
  * field "revoked" of psd:{link:<id>} or psd:{order:<id>}.  A link's
@@ -544,11 +593,11 @@ cmd_verify(int argc, char **argv)
 static int
 cmd_revoke(int argc, char **argv)
 {
-    int           i, port, db, n;
-    char          host[256], key[128], now[32], pass[513];
+    int           i, db, n, hops;
+    char          key[128], now[32], pass[513], addr[300], *moved;
     long          ttl;
     FILE         *f;
-    const char   *link, *order, *redis, *pfile, *colon;
+    const char   *link, *order, *redis, *pfile;
     redisReply   *reply;
     redisContext *c;
 
@@ -594,23 +643,6 @@ cmd_revoke(int argc, char **argv)
         die("revoke: invalid id");
     }
 
-    colon = strrchr(redis, ':');
-
-    if (colon == NULL || colon == redis || (size_t) (colon - redis) >= 256) {
-        die("revoke: --redis must be HOST:PORT");
-    }
-
-    memcpy(host, redis, colon - redis);
-    host[colon - redis] = '\0';
-    port = atoi(colon + 1);
-
-    c = redisConnect(host, port);
-
-    if (c == NULL || c->err) {
-        die("revoke: cannot connect to redis at %s: %s", redis,
-            c ? c->errstr : "out of memory");
-    }
-
     if (pfile) {
         f = fopen(pfile, "r");
         if (f == NULL || fgets(pass, sizeof(pass), f) == NULL) {
@@ -619,31 +651,34 @@ cmd_revoke(int argc, char **argv)
 
         fclose(f);
         pass[strcspn(pass, "\r\n")] = '\0';
-
-        reply = redisCommand(c, "AUTH %s", pass);
-        psd_cleanse(pass, sizeof(pass));
-
-        if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-            die("revoke: redis refused the password");
-        }
-
-        freeReplyObject(reply);
-    }
-
-    if (db) {
-        reply = redisCommand(c, "SELECT %d", db);
-        if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-            die("revoke: SELECT %d failed", db);
-        }
-
-        freeReplyObject(reply);
     }
 
     snprintf(key, sizeof(key), "psd:{%s:%s}", link ? "link" : "order",
              link ? link : order);
     snprintf(now, sizeof(now), "%ld", (long) time(NULL));
+    snprintf(addr, sizeof(addr), "%s", redis);
 
-    reply = redisCommand(c, "HSET %s revoked %s", key, now);
+    /* on Redis Cluster, any node may be named: MOVED says where to go */
+
+    for (hops = 0; /* void */ ; hops++) {
+        c = revoke_connect(addr, pfile ? pass : NULL, db);
+
+        reply = redisCommand(c, "HSET %s revoked %s", key, now);
+
+        if (reply && reply->type == REDIS_REPLY_ERROR && hops < 3
+            && strncmp(reply->str, "MOVED ", 6) == 0
+            && (moved = strchr(reply->str + 6, ' ')) != NULL)
+        {
+            snprintf(addr, sizeof(addr), "%s", moved + 1);
+            freeReplyObject(reply);
+            redisFree(c);
+            continue;
+        }
+
+        break;
+    }
+
+    psd_cleanse(pass, sizeof(pass));
 
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
         die("revoke: redis: %s", reply ? reply->str : c->errstr);
