@@ -1089,7 +1089,7 @@ ngx_http_psd_redis_connect(ngx_http_psd_redis_conn_t *conn)
     conn->handshake_done = 0;
     conn->connects++;
 
-    if (conn->connects > 1 && ngx_http_psd_metrics) {
+    if (conn->connects > 1 && !conn->sentinel && ngx_http_psd_metrics) {
         (void) ngx_atomic_fetch_add(
                   &ngx_http_psd_metrics_server(server->index)->reconnects, 1);
     }
@@ -2939,6 +2939,10 @@ ngx_http_psd_redis_topo_schedule(ngx_http_psd_redis_topo_t *topo,
     ngx_msec_t delay)
 {
     ngx_msec_t  when;
+
+    if (ngx_exiting || ngx_terminate || ngx_quit) {
+        return;
+    }
 
     when = ngx_current_msec + delay;
 
