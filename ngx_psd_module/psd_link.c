@@ -967,3 +967,31 @@ failed:
 
     return -1;
 }
+
+
+int
+psd_link_purpose_key(const unsigned char *key, size_t key_len,
+    const char *purpose, size_t purpose_len, unsigned char *out)
+{
+    size_t                i, lens[2];
+    const unsigned char  *pieces[2];
+
+    if (purpose == NULL || purpose_len == 0
+        || purpose_len > PSD_LINK_PURPOSE_MAX)
+    {
+        return -1;
+    }
+
+    for (i = 0; i < purpose_len; i++) {
+        if (purpose[i] < 'a' || purpose[i] > 'z') {
+            return -1;
+        }
+    }
+
+    pieces[0] = (const unsigned char *) "psd-link-purpose-v1\n";
+    lens[0] = sizeof("psd-link-purpose-v1\n") - 1;
+    pieces[1] = (const unsigned char *) purpose;
+    lens[1] = purpose_len;
+
+    return psd_hmac_sha256_v(key, key_len, pieces, lens, 2, out);
+}
