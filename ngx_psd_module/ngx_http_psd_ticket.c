@@ -140,6 +140,7 @@ typedef struct {
     ngx_uint_t                    n;
     ngx_uint_t                    parsed;
     ngx_uint_t                    boolean;    /* read as true/false; n: none */
+    size_t                        max;        /* body size */
 } ngx_http_psd_ticket_fields_t;
 
 
@@ -844,7 +845,8 @@ static const char  *ngx_http_psd_ticket_intake_names[] = {
 static psd_path_t  ngx_http_psd_ticket_intake_paths[6];
 
 static ngx_http_psd_ticket_fields_t  ngx_http_psd_ticket_intake_fields = {
-    ngx_http_psd_ticket_intake_names, ngx_http_psd_ticket_intake_paths, 6, 0, 5
+    ngx_http_psd_ticket_intake_names, ngx_http_psd_ticket_intake_paths, 6, 0, 5,
+    NGX_HTTP_PSD_TICKET_BODY_MAX
 };
 
 static const char  *ngx_http_psd_ticket_rating_names[] = {
@@ -854,7 +856,8 @@ static const char  *ngx_http_psd_ticket_rating_names[] = {
 static psd_path_t  ngx_http_psd_ticket_rating_paths[2];
 
 static ngx_http_psd_ticket_fields_t  ngx_http_psd_ticket_rating_fields = {
-    ngx_http_psd_ticket_rating_names, ngx_http_psd_ticket_rating_paths, 2, 0, 2
+    ngx_http_psd_ticket_rating_names, ngx_http_psd_ticket_rating_paths, 2, 0, 2,
+    NGX_HTTP_PSD_RATING_BODY_MAX
 };
 
 
@@ -942,8 +945,7 @@ ngx_http_psd_ticket_form(ngx_http_request_t *r,
         fields->parsed = 1;
     }
 
-    rc = ngx_http_psd_body_bytes(r, NGX_HTTP_PSD_TICKET_BODY_MAX, &buf, &len,
-                                 error);
+    rc = ngx_http_psd_body_bytes(r, fields->max, &buf, &len, error);
     if (rc != NGX_OK) {
         return rc;
     }

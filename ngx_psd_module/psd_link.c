@@ -973,7 +973,9 @@ int
 psd_link_purpose_key(const unsigned char *key, size_t key_len,
     const char *purpose, size_t purpose_len, unsigned char *out)
 {
+    int                   rc;
     size_t                i, lens[2];
+    psd_hmac_key_t       *k;
     const unsigned char  *pieces[2];
 
     if (purpose == NULL || purpose_len == 0
@@ -993,5 +995,20 @@ psd_link_purpose_key(const unsigned char *key, size_t key_len,
     pieces[1] = (const unsigned char *) purpose;
     lens[1] = purpose_len;
 
-    return psd_hmac_sha256_v(key, key_len, pieces, lens, 2, out);
+    /*
+     * Derived at configuration time: a key object of its own, so that the
+     * process-wide EVP_MAC cache is not made in a process (nginx -t, the
+     * master) that never releases it.
+     */
+
+    k = psd_hmac_key_new(key, key_len);
+    if (k == NULL) {
+        return -1;
+    }
+
+    rc = psd_hmac_sha256_k(k, pieces, lens, 2, out);
+
+    psd_hmac_key_free(k);
+
+    return rc;
 }

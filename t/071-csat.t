@@ -367,6 +367,11 @@ is_error(post($url, '{"score":3,'), 400, 'invalid_json', 'invalid JSON');
 is_error(post($url, '[3]'), 400, 'invalid_json', 'a JSON array');
 is_error(post($url, '{"score":3,"score":4}'), 400, 'invalid_json', 'duplicate key');
 is_error(post($url, enc({ score => 3, comment => 'x' x 17000 })), 413, 'body_too_large', 'body over 16 KiB');
+my $big = 'score=3&comment=' . ('c' x 17000);
+is_error(http_request("POST $url HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+    . "$form\r\nTransfer-Encoding: chunked\r\n\r\n"
+    . join('', map { sprintf("%x\r\n%s\r\n", length, $_) } unpack '(a1000)*', $big) . "0\r\n\r\n"),
+    413, 'body_too_large', 'a chunked form over 16 KiB');
 is_deeply dbdump(), $before, 'nothing written';
 
 # at the bound: 2000 bytes, tabs and newlines

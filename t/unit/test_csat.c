@@ -224,6 +224,15 @@ purpose_keys(void)
     p.id = "Lk3f9a2B7c";
     p.id_len = 10;
 
+    /* the worked example of docs/link-format.md, "Purpose keys" */
+
+    p.exp = NOW;
+    n = psd_link_sign(&p, q, sizeof(q), &err);
+    is_str(q, "psd_v=1&psd_kid=2026a&psd_exp=1767225600&psd_id=Lk3f9a2B7c"
+           "&psd_sig=ODESi7EcHmh5rpyWcFOlPtkgdB0fUuaAVXu7s9i7LfM",
+           "the documented rating link");
+
+    p.exp = NOW + 30 * 86400;
     n = psd_link_sign(&p, q, sizeof(q), &err);
     ok(n > 0, "rating link signed");
 
