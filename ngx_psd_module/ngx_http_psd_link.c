@@ -36,6 +36,8 @@ typedef struct {
     ngx_str_t                     sign_kid;
     psd_link_key_t               *sign_key;
     ngx_uint_t                    log_phase;
+    const char                   *purpose;    /* of purpose_keys */
+    psd_link_key_t               *purpose_keys;
 } ngx_http_psd_link_main_conf_t;
 
 
@@ -678,6 +680,120 @@ ngx_http_psd_link_keys(ngx_http_request_t *r, psd_link_conf_t *lconf)
     lconf->max_ttl = llcf->max_ttl;
 
     return NGX_OK;
+}
+
+
+/*
+ * Keys of their own for links of another purpose (rating links), derived
+ * from the link keys at configuration time, so that the same keys, ids
+ * and rotation serve them and yet a download link never opens a rating
+ * and the reverse.  Derived once per configuration; sign_kid (empty:
+ * psd_link_sign_key's) picks the one that signs.
+ */
+
+static void
+ngx_http_psd_link_wipe(void *data)
+{
+    psd_link_key_t  *k = data;
+
+    psd_cleanse((void *) k->key, k->key_len);
+}
+
+
+ngx_http_psd_link_keyring_t *
+ngx_http_psd_link_purpose_keys(ngx_conf_t *cf, const char *purpose,
+    ngx_str_t *sign_kid)
+{
+    u_char                         *bytes;
+    ngx_str_t                       secret;
+    ngx_uint_t                      i;
+    psd_link_key_t                 *keys, *k;
+    ngx_pool_cleanup_t             *cln;
+    ngx_http_psd_link_keyring_t    *ring;
+    ngx_http_psd_link_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_psd_link_module);
+
+    if (lmcf->keys.nelts == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "%s links need at least one \"psd_link_key\" "
+                           "in http{}", purpose);
+        return NULL;
+    }
+
+    keys = lmcf->keys.elts;
+
+    if (lmcf->purpose_keys == NULL
+        || ngx_strcmp(lmcf->purpose, purpose) != 0)
+    {
+        lmcf->purpose_keys = ngx_pcalloc(cf->pool,
+                                     lmcf->keys.nelts * sizeof(psd_link_key_t));
+        if (lmcf->purpose_keys == NULL) {
+            return NULL;
+        }
+
+        for (i = 0; i < lmcf->keys.nelts; i++) {
+            k = &lmcf->purpose_keys[i];
+
+            cln = ngx_pool_cleanup_add(cf->pool, 0);
+            bytes = ngx_pnalloc(cf->pool, PSD_LINK_MAC_LEN);
+
+            if (cln == NULL || bytes == NULL) {
+                return NULL;
+            }
+
+            k->kid = keys[i].kid;
+            k->kid_len = keys[i].kid_len;
+            k->key = bytes;
+            k->key_len = PSD_LINK_MAC_LEN;
+
+            cln->handler = ngx_http_psd_link_wipe;
+            cln->data = k;
+
+            if (psd_link_purpose_key(keys[i].key, keys[i].key_len, purpose,
+                                     ngx_strlen(purpose), bytes)
+                != 0)
+            {
+                return NULL;
+            }
+
+            secret.data = bytes;
+            secret.len = PSD_LINK_MAC_LEN;
+
+            k->hkey = ngx_http_psd_hmac_key(cf, &secret);
+            if (k->hkey == NULL) {
+                return NULL;
+            }
+        }
+
+        lmcf->purpose = purpose;
+    }
+
+    ring = ngx_pcalloc(cf->pool, sizeof(ngx_http_psd_link_keyring_t));
+    if (ring == NULL) {
+        return NULL;
+    }
+
+    ring->keys = lmcf->purpose_keys;
+    ring->nkeys = lmcf->keys.nelts;
+
+    if (sign_kid == NULL || sign_kid->len == 0) {
+        k = lmcf->sign_key ? lmcf->sign_key : &keys[lmcf->keys.nelts - 1];
+        ring->sign = &ring->keys[k - keys];
+        return ring;
+    }
+
+    ring->sign = (psd_link_key_t *) psd_link_key_find(ring->keys, ring->nkeys,
+                                                  (char *) sign_kid->data,
+                                                  sign_kid->len);
+    if (ring->sign == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "unknown link key \"%V\" for %s links",
+                           sign_kid, purpose);
+        return NULL;
+    }
+
+    return ring;
 }
 
 

@@ -28,6 +28,8 @@ typedef struct {
 static ngx_int_t ngx_http_psd_metrics_zone_init(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_int_t ngx_http_psd_metrics_handler(ngx_http_request_t *r);
+static void ngx_http_psd_metrics_queues_init(ngx_http_psd_main_conf_t *pmcf,
+    ngx_http_psd_metrics_shm_t *shm, ngx_log_t *log);
 static u_char *ngx_http_psd_metrics_prometheus(u_char *p, u_char *last);
 static u_char *ngx_http_psd_metrics_json(u_char *p, u_char *last);
 
@@ -189,7 +191,130 @@ ngx_http_psd_metrics_zone_init(ngx_shm_zone_t *shm_zone, void *data)
         servers[i]->index = k;
     }
 
+    ngx_http_psd_metrics_queues_init(pmcf, shm, shm_zone->shm.log);
+
     return NGX_OK;
+}
+
+
+/* a ticket queue that has a row in the metrics (names checked by caller) */
+
+ngx_int_t
+ngx_http_psd_metrics_queue_add(ngx_conf_t *cf, ngx_str_t *name)
+{
+    ngx_str_t                 *q;
+    ngx_uint_t                 i;
+    ngx_http_psd_main_conf_t  *pmcf;
+
+    pmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_psd_module);
+
+    if (pmcf->queues == NULL) {
+        pmcf->queues = ngx_array_create(cf->pool, 4, sizeof(ngx_str_t));
+        if (pmcf->queues == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    q = pmcf->queues->elts;
+
+    for (i = 0; i < pmcf->queues->nelts; i++) {
+        if (q[i].len == name->len
+            && ngx_strncmp(q[i].data, name->data, name->len) == 0)
+        {
+            return NGX_OK;
+        }
+    }
+
+    q = ngx_array_push(pmcf->queues);
+    if (q == NULL) {
+        return NGX_ERROR;
+    }
+
+    *q = *name;
+
+    return NGX_OK;
+}
+
+
+static ngx_http_psd_metrics_queue_t *
+ngx_http_psd_metrics_queue_find(ngx_http_psd_metrics_shm_t *shm,
+    u_char *name, size_t len)
+{
+    ngx_uint_t                     i, n;
+    ngx_http_psd_metrics_queue_t  *q;
+
+    n = ngx_min(shm->nqueues, NGX_HTTP_PSD_MAX_QUEUES);
+
+    for (i = 0; i < n; i++) {
+        q = &shm->queues[i];
+
+        if (q->name_len == len && ngx_strncmp(q->name, name, len) == 0) {
+            return q;
+        }
+    }
+
+    return NULL;
+}
+
+
+/* queues keep their figures across reloads by name, like servers */
+
+static void
+ngx_http_psd_metrics_queues_init(ngx_http_psd_main_conf_t *pmcf,
+    ngx_http_psd_metrics_shm_t *shm, ngx_log_t *log)
+{
+    ngx_str_t                     *names;
+    ngx_uint_t                     i;
+    ngx_http_psd_metrics_queue_t  *q;
+
+    if (shm->nqueues == 0) {
+        q = &shm->queues[0];
+        q->name_len = sizeof("_other") - 1;
+        ngx_memcpy(q->name, "_other", q->name_len);
+        shm->nqueues = 1;
+    }
+
+    names = pmcf->queues ? pmcf->queues->elts : NULL;
+
+    for (i = 0; names && i < pmcf->queues->nelts; i++) {
+        if (names[i].len > sizeof(q->name)
+            || ngx_http_psd_metrics_queue_find(shm, names[i].data,
+                                               names[i].len))
+        {
+            continue;
+        }
+
+        if (shm->nqueues == NGX_HTTP_PSD_MAX_QUEUES) {
+            ngx_log_error(NGX_LOG_WARN, log, 0,
+                          "psd: more than %d ticket queues over reloads, "
+                          "\"%V\" is counted as \"_other\"",
+                          NGX_HTTP_PSD_MAX_QUEUES - 1, &names[i]);
+            continue;
+        }
+
+        q = &shm->queues[shm->nqueues];
+        q->name_len = names[i].len;
+        ngx_memcpy(q->name, names[i].data, names[i].len);
+
+        /* the name first: a worker reading the count sees it whole */
+        ngx_memory_barrier();
+        shm->nqueues++;
+    }
+}
+
+
+ngx_http_psd_metrics_queue_t *
+ngx_http_psd_metrics_queue(u_char *name, size_t len)
+{
+    ngx_http_psd_metrics_queue_t  *q;
+
+    if (ngx_http_psd_metrics == NULL) {
+        return NULL;
+    }
+
+    q = ngx_http_psd_metrics_queue_find(ngx_http_psd_metrics, name, len);
+
+    return q ? q : &ngx_http_psd_metrics->queues[0];
 }
 
 
@@ -246,7 +371,9 @@ ngx_http_psd_metrics_handler(ngx_http_request_t *r)
 
     /* every row fits in 512 bytes: names and help texts are ours */
     size = (NGX_HTTP_PSD_M_MAX + NGX_HTTP_PSD_MAX_SERVERS
-            * (10 + NGX_HTTP_PSD_LATENCY_BUCKETS)) * 512;
+            * (10 + NGX_HTTP_PSD_LATENCY_BUCKETS)
+            + 10 + ngx_http_psd_metrics->nqueues
+                   * (4 + NGX_HTTP_PSD_CSAT_SCORES)) * 512;
 
     body = ngx_pnalloc(r->pool, size);
     if (body == NULL) {
@@ -272,6 +399,61 @@ ngx_http_psd_metrics_family(u_char *p, u_char *last, const char *name,
 {
     return ngx_slprintf(p, last, "# HELP %s %s\n# TYPE %s %s\n",
                         name, help, name, type);
+}
+
+
+static u_char *
+ngx_http_psd_metrics_queues_prometheus(u_char *p, u_char *last)
+{
+    ngx_uint_t                     i, k, n;
+    ngx_atomic_t                  *v;
+    ngx_http_psd_metrics_queue_t  *q;
+
+    static const char  *rows[][2] = {
+        { "psd_csat_resolved_total",
+          "Tickets resolved, by queue (the base of the CSAT response "
+          "rate)." },
+        { "psd_csat_responses_total",
+          "Ratings recorded through rating links, by queue." },
+        { "psd_csat_score_total",
+          "Scores of the ratings summed, by queue (average: divide by "
+          "the responses)." },
+        { "psd_csat_comments_total",
+          "Comments left with ratings, by queue." },
+    };
+
+    n = ngx_min(ngx_http_psd_metrics->nqueues, NGX_HTTP_PSD_MAX_QUEUES);
+
+    /* the rows follow the order of the fields from "resolved" on */
+
+    for (k = 0; k < sizeof(rows) / sizeof(rows[0]); k++) {
+        p = ngx_http_psd_metrics_family(p, last, rows[k][0], "counter",
+                                        rows[k][1]);
+
+        for (i = 0; i < n; i++) {
+            q = &ngx_http_psd_metrics->queues[i];
+            v = &q->resolved + k;
+            p = ngx_slprintf(p, last, "%s{queue=\"%*s\"} %uA\n", rows[k][0],
+                             q->name_len, q->name, *v);
+        }
+    }
+
+    p = ngx_http_psd_metrics_family(p, last, "psd_csat_ratings_total",
+                                    "counter",
+                                    "Ratings recorded, by queue and score "
+                                    "(1 to 5).");
+
+    for (i = 0; i < n; i++) {
+        q = &ngx_http_psd_metrics->queues[i];
+
+        for (k = 0; k < NGX_HTTP_PSD_CSAT_SCORES; k++) {
+            p = ngx_slprintf(p, last, "psd_csat_ratings_total"
+                             "{queue=\"%*s\",score=\"%ui\"} %uA\n",
+                             q->name_len, q->name, k + 1, q->scores[k]);
+        }
+    }
+
+    return p;
 }
 
 
@@ -314,6 +496,8 @@ ngx_http_psd_metrics_prometheus(u_char *p, u_char *last)
                          d->labels[0] ? "}" : "",
                          ngx_http_psd_metrics->counters[i]);
     }
+
+    p = ngx_http_psd_metrics_queues_prometheus(p, last);
 
     n = ngx_http_psd_metrics->nservers;
 
@@ -376,6 +560,7 @@ ngx_http_psd_metrics_json(u_char *p, u_char *last)
 {
     ngx_uint_t                      i, k, n;
     ngx_http_psd_metric_desc_t     *d;
+    ngx_http_psd_metrics_queue_t   *q;
     ngx_http_psd_metrics_server_t  *ms;
 
     /* a flat object: "name{labels}": value, the same keys as Prometheus */
@@ -421,6 +606,22 @@ ngx_http_psd_metrics_json(u_char *p, u_char *last)
 
         p = ngx_slprintf(p, last, "],\"latency_count\":%uA}",
                          ms->latency_count);
+    }
+
+    p = ngx_slprintf(p, last, "],\"queues\":[");
+
+    n = ngx_min(ngx_http_psd_metrics->nqueues, NGX_HTTP_PSD_MAX_QUEUES);
+
+    for (i = 0; i < n; i++) {
+        q = &ngx_http_psd_metrics->queues[i];
+
+        p = ngx_slprintf(p, last, "%s{\"queue\":\"%*s\",\"resolved\":%uA,"
+                         "\"responses\":%uA,\"score_total\":%uA,"
+                         "\"comments\":%uA,\"scores\":[%uA,%uA,%uA,%uA,%uA]}",
+                         i ? "," : "", q->name_len, q->name, q->resolved,
+                         q->responses, q->score_total, q->comments,
+                         q->scores[0], q->scores[1], q->scores[2],
+                         q->scores[3], q->scores[4]);
     }
 
     return ngx_slprintf(p, last, "]}\n");

@@ -168,10 +168,32 @@ typedef struct {
 } ngx_http_psd_metrics_server_t;
 
 
+/*
+ * Support figures by ticket queue (label queue="..."): the queues that
+ * psd_ticket_rule names, and "general", are given a row when the zone is
+ * made; queue 0, "_other", counts tickets of queues no longer configured.
+ */
+
+#define NGX_HTTP_PSD_MAX_QUEUES        64
+#define NGX_HTTP_PSD_CSAT_SCORES       5
+
+typedef struct {
+    u_char                        name[32];
+    size_t                        name_len;
+    ngx_atomic_t                  resolved;
+    ngx_atomic_t                  responses;
+    ngx_atomic_t                  score_total;
+    ngx_atomic_t                  comments;
+    ngx_atomic_t                  scores[NGX_HTTP_PSD_CSAT_SCORES];
+} ngx_http_psd_metrics_queue_t;
+
+
 typedef struct {
     ngx_atomic_t                  counters[NGX_HTTP_PSD_M_MAX];
     ngx_atomic_t                  nservers;
     ngx_http_psd_metrics_server_t servers[NGX_HTTP_PSD_MAX_SERVERS];
+    ngx_atomic_t                  nqueues;
+    ngx_http_psd_metrics_queue_t  queues[NGX_HTTP_PSD_MAX_QUEUES];
 } ngx_http_psd_metrics_shm_t;
 
 
@@ -204,6 +226,14 @@ ngx_int_t ngx_http_psd_metrics_init_zone(ngx_conf_t *cf,
 ngx_http_psd_metrics_server_t *ngx_http_psd_metrics_server(ngx_uint_t index);
 void ngx_http_psd_metrics_latency(ngx_http_psd_metrics_server_t *ms,
     ngx_msec_t ms_elapsed);
+ngx_int_t ngx_http_psd_metrics_queue_add(ngx_conf_t *cf, ngx_str_t *name);
+ngx_http_psd_metrics_queue_t *ngx_http_psd_metrics_queue(u_char *name,
+    size_t len);
+
+#define ngx_http_psd_count_queue(q, field, n)                                \
+    if (q) {                                                                 \
+        (void) ngx_atomic_fetch_add(&(q)->field, (ngx_atomic_uint_t) (n));   \
+    }
 
 
 #endif /* _NGX_HTTP_PSD_METRICS_H_INCLUDED_ */

@@ -35,6 +35,7 @@ typedef struct {
     ngx_array_t                   scripts;  /* ngx_http_psd_redis_script_t * */
     ngx_shm_zone_t               *shm_zone;
     ngx_uint_t                    status_used;
+    ngx_array_t                  *queues;   /* ngx_str_t: ticket queues */
 } ngx_http_psd_main_conf_t;
 
 

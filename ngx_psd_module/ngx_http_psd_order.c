@@ -1414,9 +1414,9 @@ ngx_http_psd_order_status_done(ngx_http_psd_redis_call_t *call)
     ngx_http_request_t  *r = call->data;
 
     u_char                         *dot;
-    size_t                          i, argvlen[4], largvlen[7];
+    size_t                          i, argvlen[7], largvlen[7];
     redisReply                     *tickets, *links, *t;
-    const char                     *argv[4], *largv[7];
+    const char                     *argv[7], *largv[7];
     ngx_http_psd_order_ctx_t       *ctx;
     ngx_http_psd_redis_call_t      *call2;
     ngx_http_psd_order_loc_conf_t  *olcf;
@@ -1483,8 +1483,14 @@ ngx_http_psd_order_status_done(ngx_http_psd_redis_call_t *call)
         argvlen[2] = 5;
         argv[3] = "created_at";
         argvlen[3] = 10;
+        argv[4] = "csat_score";
+        argvlen[4] = 10;
+        argv[5] = "csat_comment";
+        argvlen[5] = 12;
+        argv[6] = "rated_at";
+        argvlen[6] = 8;
 
-        if (ngx_http_psd_redis_call_add(call2, 4, argv, argvlen) != NGX_OK) {
+        if (ngx_http_psd_redis_call_add(call2, 7, argv, argvlen) != NGX_OK) {
             break;
         }
     }
@@ -1582,6 +1588,7 @@ ngx_http_psd_order_status_respond(ngx_http_request_t *r,
     u_char                         *body;
     size_t                          i, k, len;
     json_t                         *out, *payment, *timeline, *ev, *list;
+    json_t                         *csat;
     ngx_int_t                       rc, limit, used;
     redisReply                     *hash, *events, *tickets, *links, *e, *f;
     const char                     *state;
@@ -1678,11 +1685,36 @@ ngx_http_psd_order_status_respond(ngx_http_request_t *r,
             f = (call2 && k < ctx->nticket_cmds) ? call2->replies[k] : NULL;
             k++;
 
-            if (f && f->type == REDIS_REPLY_ARRAY && f->elements == 2
+            if (f && f->type == REDIS_REPLY_ARRAY && f->elements == 5
                 && f->element[0]->type == REDIS_REPLY_STRING)
             {
                 json_object_set_new(ev, "state",
                                     json_string(f->element[0]->str));
+            }
+
+            /* staff see the customer's rating (psd_ticket_rating) */
+
+            if (olcf->status == NGX_HTTP_PSD_STATUS_STAFF && f
+                && f->type == REDIS_REPLY_ARRAY && f->elements == 5
+                && f->element[2]->type == REDIS_REPLY_STRING)
+            {
+                csat = json_object();
+                json_object_set_new(csat, "score",
+                    json_integer(ngx_atoi((u_char *) f->element[2]->str,
+                                          f->element[2]->len)));
+
+                if (f->element[3]->type == REDIS_REPLY_STRING) {
+                    json_object_set_new(csat, "comment",
+                                        json_string(f->element[3]->str));
+                }
+
+                if (f->element[4]->type == REDIS_REPLY_STRING) {
+                    json_object_set_new(csat, "rated_at",
+                        json_integer(ngx_atotm((u_char *) f->element[4]->str,
+                                               f->element[4]->len)));
+                }
+
+                json_object_set_new(ev, "csat", csat);
             }
 
             json_array_append_new(list, ev);

@@ -967,3 +967,48 @@ failed:
 
     return -1;
 }
+
+
+int
+psd_link_purpose_key(const unsigned char *key, size_t key_len,
+    const char *purpose, size_t purpose_len, unsigned char *out)
+{
+    int                   rc;
+    size_t                i, lens[2];
+    psd_hmac_key_t       *k;
+    const unsigned char  *pieces[2];
+
+    if (purpose == NULL || purpose_len == 0
+        || purpose_len > PSD_LINK_PURPOSE_MAX)
+    {
+        return -1;
+    }
+
+    for (i = 0; i < purpose_len; i++) {
+        if (purpose[i] < 'a' || purpose[i] > 'z') {
+            return -1;
+        }
+    }
+
+    pieces[0] = (const unsigned char *) "psd-link-purpose-v1\n";
+    lens[0] = sizeof("psd-link-purpose-v1\n") - 1;
+    pieces[1] = (const unsigned char *) purpose;
+    lens[1] = purpose_len;
+
+    /*
+     * Derived at configuration time: a key object of its own, so that the
+     * process-wide EVP_MAC cache is not made in a process (nginx -t, the
+     * master) that never releases it.
+     */
+
+    k = psd_hmac_key_new(key, key_len);
+    if (k == NULL) {
+        return -1;
+    }
+
+    rc = psd_hmac_sha256_k(k, pieces, lens, 2, out);
+
+    psd_hmac_key_free(k);
+
+    return rc;
+}

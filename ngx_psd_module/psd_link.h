@@ -24,6 +24,7 @@
 #define PSD_LINK_MAC_LEN       32
 #define PSD_LINK_SIG_LEN       43
 #define PSD_LINK_KEY_MIN       32
+#define PSD_LINK_PURPOSE_MAX   32
 
 /* room for any query psd_link_sign() writes, NUL included */
 #define PSD_LINK_QUERY_MAX     4096
@@ -161,5 +162,15 @@ long psd_link_sign(const psd_link_params_t *params, char *buf, size_t size,
  */
 long psd_link_encode_path(char *buf, size_t size, const char *path,
     size_t len);
+
+/*
+ * The key that signs links of another purpose than downloads (rating
+ * links): HMAC-SHA256(key, "psd-link-purpose-v1\n" purpose), 32 bytes into
+ * out (docs/link-format.md, "Purpose keys").  A link signed under it never
+ * verifies under the key itself, nor the reverse.  purpose: 1 to
+ * PSD_LINK_PURPOSE_MAX of [a-z]; 0 on success, -1 otherwise.
+ */
+int psd_link_purpose_key(const unsigned char *key, size_t key_len,
+    const char *purpose, size_t purpose_len, unsigned char *out);
 
 #endif

@@ -804,9 +804,13 @@ for (['open', 'open'], ['Acknowledged', 'case'], ['resolved ', 'a space'], [1, '
 }
 is_error(staff('{"ticket":', $main::API_KEY), 400, 'invalid_json', undef, 'invalid JSON');
 is_error(staff('[]', $main::API_KEY), 400, 'invalid_json', undef, 'JSON array');
+$r = http_request("PUT /staff HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                  . "Authorization: Bearer $main::API_KEY\r\nContent-Length: 0\r\n\r\n");
+is_error($r, 405, 'method_not_allowed', undef, 'PUT');
+# GET is the staff ticket view (t/071-csat.t): without ?ticket= a 400
 $r = http_request("GET /staff HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
                   . "Authorization: Bearer $main::API_KEY\r\n\r\n");
-is_error($r, 405, 'method_not_allowed', undef, 'GET');
+is_error($r, 400, 'invalid_field', 'ticket', 'GET without ?ticket=');
 is dbkeys(), $keys, 'refusals: nothing written';
 --- no_error_log
 [error]

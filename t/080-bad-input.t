@@ -11,7 +11,7 @@ use warnings;
 use lib 't/lib';
 use PsdTest;
 use PsdTest::Link;      # write_keys, write_key_file, sign_link, link_set, ...
-use Digest::SHA qw(sha256 hmac_sha256_hex);
+use Digest::SHA qw(sha256 hmac_sha256 hmac_sha256_hex);
 
 use vars qw(@BAD_CONF %REQ $NOW $STRIPE $REVEAL);
 
@@ -302,6 +302,17 @@ my $WH = "psd_webhook stripe; psd_webhook_secret $K/stripe;";
         ['invalid parameter "ttl=abc" in "psd_counter"']],
     ['psd_order_status: unknown view', $R, "location /o { psd_order_status admin; psd_order_api_key $K/api; }",
         ['invalid value "admin"']],
+    # customer satisfaction
+    ['psd_ticket_rating_link: prefix without a final /', "$R $LK", 'psd_ticket_rating_link https://shop.example/rate;',
+        ['invalid rating link prefix "https://shop.example/rate" in "psd_ticket_rating_link"']],
+    ['psd_ticket_rating_link: ttl=0', "$R $LK", 'psd_ticket_rating_link /rate/ ttl=0;',
+        ['invalid parameter "ttl=0" in "psd_ticket_rating_link"']],
+    ['psd_ticket_rating_link: unknown key', "$R $LK", "location /ta { psd_ticket_admin; psd_ticket_api_key $K/api; psd_ticket_rating_link /rate/ key=k9; }",
+        ['unknown link key "k9" for rating links']],
+    ['psd_ticket_rating without psd_link_key', $R, 'location /rate/ { psd_ticket_rating on; }',
+        ['rating links need at least one "psd_link_key"']],
+    ['psd_ticket_rating maybe', "$R $LK", 'location /rate/ { psd_ticket_rating maybe; }',
+        ['invalid value "maybe" in "psd_ticket_rating" directive']],
 );
 
 # ---------------------------------------------------------------------------
@@ -514,7 +525,9 @@ $REQ{ticket} = [
     ['ticket admin: no Authorization', jpost('/ta', '{"ticket":"general.1","state":"resolved"}'), 401, 'unauthorized'],
     ['ticket admin: bad state', apost('/ta', '{"ticket":"general.1","state":"closed"}'), 400, 'invalid_field', 'state'],
     ['ticket admin: ticket missing', apost('/ta', '{"state":"resolved"}'), 400, 'invalid_field', 'ticket'],
-    ['ticket admin: GET', raw('GET', '/ta', undef, "Authorization: Bearer $API_KEY"), 405, 'method_not_allowed'],
+    ['ticket admin: PUT', raw('PUT', '/ta', '', "Authorization: Bearer $API_KEY"), 405, 'method_not_allowed'],
+    ['ticket admin: GET without ?ticket=', raw('GET', '/ta', undef, "Authorization: Bearer $API_KEY"), 400, 'invalid_field', 'ticket'],
+    ['ticket admin: GET unknown ticket', raw('GET', '/ta?ticket=general.0-0', undef, "Authorization: Bearer $API_KEY"), 404, 'unknown_ticket'],
     ['ticket admin: wrong key', jpost('/ta', '{"ticket":"general.1","state":"resolved"}', 'Authorization: Bearer wrong-key-0000000000'), 401, 'unauthorized'],
     ['ticket admin: invalid JSON', apost('/ta', '{"ticket":'), 400, 'invalid_json'],
     ['ticket admin: unknown ticket', apost('/ta', '{"ticket":"general.0-0","state":"resolved"}'), 404, 'unknown_ticket'],
@@ -524,6 +537,34 @@ $REQ{ticket} = [
     ['order status: unknown order', raw('GET', '/os?order=ord_none', undef, "Authorization: Bearer $API_KEY"), 404, 'unknown_order'],
     ['order status: no order argument', raw('GET', '/os', undef, "Authorization: Bearer $API_KEY"), 400, 'invalid_field', 'order'],
     ['counter: empty key', get('/n'), 400, 'invalid_key'],
+];
+
+# rating links (t/071-csat.t): signed under the rating key of k1
+my $RK = hmac_sha256("psd-link-purpose-v1\nrating", key_bytes('k1'));
+sub rate { sign_link(path => "/rate/$_[0]", key => $RK, exp => $NOW + 600, @_[1 .. $#_]) }
+my $rated = rate('general.rated');
+my $rsig = link_arg($rated, 'psd_sig');
+my $CF = 'Content-Type: application/x-www-form-urlencoded';
+$REQ{rating} = [
+    ['rating: no link', get('/rate/general.rated?score=3'), 403, 'link_malformed'],
+    ['rating: forged signature', get(link_set($rated, 'psd_sig', substr($rsig, 0, 5) . (substr($rsig, 5, 1) eq 'A' ? 'B' : 'A') . substr($rsig, 6)) . '&score=3'), 403, 'link_invalid'],
+    ['rating: a download link', get(sign_link(path => '/rate/general.open', exp => $NOW + 600) . '&score=3'), 403, 'link_invalid'],
+    ['rating: expired', get(rate('general.open', exp => $NOW - 60) . '&score=3'), 410, 'link_expired'],
+    ['rating: unknown key', get(rate('general.open', kid => 'k9') . '&score=3'), 403, 'link_unknown_key'],
+    ['rating: score 0', get("$rated&score=0"), 400, 'invalid_field', 'score'],
+    ['rating: score 6', get("$rated&score=6"), 400, 'invalid_field', 'score'],
+    ['rating: no score', get($rated), 400, 'invalid_field', 'score'],
+    ['rating: unknown ticket', get(rate('general.none') . '&score=3'), 404, 'unknown_ticket'],
+    ['rating: no ticket in the path', get(rate('x') . '&score=3'), 404, 'unknown_ticket'],
+    ['rating: ticket not resolved', get(rate('general.open') . '&score=3'), 409, 'ticket_not_resolved'],
+    ['rating: already rated', get("$rated&score=3"), 409, 'already_rated'],
+    ['rating: comment of 2001 bytes', jpost($rated, '{"score":3,"comment":"' . ('c' x 2001) . '"}'), 400, 'invalid_field', 'comment'],
+    ['rating: card number in the comment', jpost($rated, '{"score":3,"comment":"4242 4242 4242 4242"}'), 422, 'card_number_in_comment', 'comment'],
+    ['rating: control character in the comment', raw('POST', $rated, "score=3&comment=a%07b", $CF), 400, 'invalid_field', 'comment'],
+    ['rating: comment not a string', jpost($rated, '{"score":3,"comment":7}'), 400, 'invalid_field', 'comment'],
+    ['rating: invalid JSON', jpost($rated, '{"score":'), 400, 'invalid_json'],
+    ['rating: body over 16 KiB', jpost($rated, '{"score":3,"comment":"' . ('c' x 17000) . '"}'), 413, 'body_too_large'],
+    ['rating: PUT', raw('PUT', "$rated&score=3", ''), 405, 'method_not_allowed'],
 ];
 
 # the block's sections, from a table
@@ -722,3 +763,25 @@ main::codes('ticket')
 main::likes('ticket')
 --- check
 is scalar(grep { /tq:/ } @{ redis_cmd('KEYS', '*') }), 0, 'tickets: no stream written';
+
+
+
+=== TEST 7: rating links: forged, download link, expired, bad scores and comments, unknown, unresolved and rated tickets
+--- http_config
+    psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=500ms;
+    psd_link_key k1 $TEST_NGINX_CONF_DIR/keys/k1;
+--- config
+    location /rate/ { psd_ticket_rating on; }
+--- init
+redis_cmd('HSET', 'psd:{tq:general}:t:general.open', 'state', 'open');
+redis_cmd('HSET', 'psd:{tq:general}:t:general.rated', 'state', 'resolved', 'csat_score', 5);
+--- raw_request eval
+main::raws('rating')
+--- error_code eval
+main::codes('rating')
+--- response_body_like eval
+main::likes('rating')
+--- check
+is_deeply redis_cmd('HGETALL', 'psd:{tq:general}:t:general.open'), ['state', 'open'], 'rating: open ticket unchanged';
+is_deeply redis_cmd('HGETALL', 'psd:{tq:general}:t:general.rated'), ['state', 'resolved', 'csat_score', '5'],
+    'rating: rated ticket unchanged';
