@@ -88,6 +88,7 @@ typedef struct {
     ngx_http_psd_redis_server_t  *redis;
     ngx_http_psd_rating_link_t   *rating_link;    /* NULL: none */
     ngx_http_psd_link_keyring_t  *rating_keys;    /* psd_ticket_rating */
+    ngx_str_t                     order_proof;    /* status path, "": off */
 } ngx_http_psd_ticket_loc_conf_t;
 
 
@@ -103,6 +104,7 @@ typedef struct {
     int64_t                       order_value;
     ngx_uint_t                    has_order_value;
     ngx_uint_t                    payment_failed;
+    ngx_uint_t                    order_verified;
     ngx_http_psd_ticket_rule_t   *rule;
     u_char                        id[NGX_HTTP_PSD_TICKET_ID_LEN + 80];
     size_t                        id_len;
@@ -173,6 +175,11 @@ static void ngx_http_psd_ticket_finalize(ngx_http_request_t *r,
     ngx_int_t rc);
 static void ngx_http_psd_ticket_link_order(ngx_http_request_t *r,
     ngx_http_psd_ticket_ctx_t *ctx);
+static char *ngx_http_psd_ticket_order_proof_conf(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_http_psd_ticket_order_proof(ngx_http_request_t *r,
+    ngx_http_psd_ticket_ctx_t *ctx, json_t *body, ngx_uint_t *status,
+    const char **error);
 static char *ngx_http_psd_ticket_rating_link(ngx_conf_t *cf,
     ngx_command_t *cmd, void *conf);
 static ngx_int_t ngx_http_psd_ticket_rating_sign(ngx_http_request_t *r,
@@ -232,6 +239,13 @@ static ngx_command_t  ngx_http_psd_ticket_commands[] = {
     { ngx_string("psd_ticket_answer"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE2,
       ngx_http_psd_ticket_answer,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("psd_ticket_order_proof"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_psd_ticket_order_proof_conf,
       NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
@@ -317,7 +331,8 @@ static ngx_http_psd_redis_script_t  ngx_http_psd_ticket_create_script = {
     "redis.call('HSET', KEYS[2], 'state', 'open', 'created_at', ARGV[3],\n"
     "           'queue', f.queue, 'priority', f.priority,\n"
     "           'first_response_due', f.first_response_due,\n"
-    "           'resolution_due', f.resolution_due, 'order', f.order or '')\n"
+    "           'resolution_due', f.resolution_due, 'order', f.order or '',\n"
+    "           'order_verified', f.order_verified or 'false')\n"
     "return id\n",
     ""
 };
@@ -445,6 +460,7 @@ ngx_http_psd_ticket_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     ngx_conf_merge_str_value(conf->api_key, prev->api_key, "");
     ngx_conf_merge_str_value(conf->redis_name, prev->redis_name, "");
     ngx_conf_merge_ptr_value(conf->rating_link, prev->rating_link, NULL);
+    ngx_conf_merge_str_value(conf->order_proof, prev->order_proof, "");
 
     if (conf->endpoint == 0) {
         return NGX_CONF_OK;
@@ -839,13 +855,14 @@ ngx_http_psd_ticket_handler(ngx_http_request_t *r)
 
 
 static const char  *ngx_http_psd_ticket_intake_names[] = {
-    "email", "subject", "message", "category", "order_id", "file_anyway"
+    "email", "subject", "message", "category", "order_id", "file_anyway",
+    "order_link"
 };
 
-static psd_path_t  ngx_http_psd_ticket_intake_paths[6];
+static psd_path_t  ngx_http_psd_ticket_intake_paths[7];
 
 static ngx_http_psd_ticket_fields_t  ngx_http_psd_ticket_intake_fields = {
-    ngx_http_psd_ticket_intake_names, ngx_http_psd_ticket_intake_paths, 6, 0, 5,
+    ngx_http_psd_ticket_intake_names, ngx_http_psd_ticket_intake_paths, 7, 0, 5,
     NGX_HTTP_PSD_TICKET_BODY_MAX
 };
 
@@ -1054,8 +1071,9 @@ ngx_http_psd_ticket_intake(ngx_http_request_t *r, json_t *body)
     u_char                          *p;
     size_t                           argvlen[3];
     json_t                          *v;
-    ngx_uint_t                       bad, i;
-    const char                      *argv[3];
+    ngx_int_t                        rc;
+    ngx_uint_t                       bad, i, status;
+    const char                      *argv[3], *error;
     psd_card_scan_t                  scan;
     ngx_pool_cleanup_t              *cln;
     ngx_http_psd_ticket_ctx_t       *ctx;
@@ -1146,6 +1164,21 @@ ngx_http_psd_ticket_intake(ngx_http_request_t *r, json_t *body)
 
     ngx_str_set(&ctx->order_state, "none");
 
+    if (ctx->order && tlcf->order_proof.len) {
+        rc = ngx_http_psd_ticket_order_proof(r, ctx, body, &status, &error);
+
+        if (rc == NGX_DECLINED) {
+            /* a claim without proof: filed, but the order is not read */
+            return ngx_http_psd_ticket_decide(r, ctx);
+        }
+
+        if (rc != NGX_OK) {
+            return error ? ngx_http_psd_send_json_error(r, status, error,
+                                                        "order_link")
+                         : NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+    }
+
     if (ctx->order == NULL) {
         return ngx_http_psd_ticket_decide(r, ctx);
     }
@@ -1198,10 +1231,28 @@ ngx_http_psd_ticket_order_read(ngx_http_psd_redis_call_t *call)
     }
 
     if (hash->elements == 0) {
-        ngx_http_psd_ticket_finalize(r, ngx_http_psd_send_json_error(r, 422,
-                                     "unknown_order", "order_id"));
+        if (ctx->order_verified) {
+            /* its signed link names it: saying so tells nothing new */
+            ngx_http_psd_ticket_finalize(r, ngx_http_psd_send_json_error(r,
+                                         422, "unknown_order", "order_id"));
+            return;
+        }
+
+        /*
+         * An anonymous client must not learn which orders exist: the
+         * ticket is filed as it would be for any order, claimed only.
+         */
+
+        rc = ngx_http_psd_ticket_decide(r, ctx);
+
+        if (rc != NGX_DONE) {
+            ngx_http_psd_ticket_finalize(r, rc);
+        }
+
         return;
     }
+
+    ctx->order_verified = 1;
 
     for (i = 0; i + 1 < hash->elements; i += 2) {
         k = hash->element[i];
@@ -1451,6 +1502,9 @@ ngx_http_psd_ticket_decide(ngx_http_request_t *r,
                             ctx->order ? ngx_strlen(ctx->order) : 0);
     ngx_http_psd_ticket_arg("order_state", ctx->order_state.data,
                             ctx->order_state.len);
+    ngx_http_psd_ticket_arg("order_verified",
+                            ctx->order_verified ? "true" : "false",
+                            ctx->order_verified ? 4 : 5);
     ngx_http_psd_ticket_arg("answered", answer ? "true" : "false",
                             answer ? 4 : 5);
 
@@ -1504,7 +1558,7 @@ ngx_http_psd_ticket_created(ngx_http_psd_redis_call_t *call)
 
     /* the order lists the ticket once it exists; without waiting */
 
-    if (ctx->order) {
+    if (ctx->order && ctx->order_verified) {
         ngx_http_psd_ticket_link_order(r, ctx);
     }
 
@@ -2672,4 +2726,126 @@ ngx_http_psd_ticket_rated(ngx_http_psd_redis_call_t *call)
     }
 
     ngx_http_psd_ticket_finalize(r, rc);
+}
+
+
+static char *
+ngx_http_psd_ticket_order_proof_conf(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_psd_ticket_loc_conf_t  *tlcf = conf;
+
+    ngx_str_t  *value;
+
+    if (tlcf->order_proof.data) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 3 && ngx_strncmp(value[1].data, "off", 3) == 0) {
+        ngx_str_set(&tlcf->order_proof, "");
+        return NGX_CONF_OK;
+    }
+
+    if (value[1].len < 2 || value[1].data[0] != '/'
+        || ngx_strlchr(value[1].data, value[1].data + value[1].len, '?')
+        || ngx_strlchr(value[1].data, value[1].data + value[1].len, '#'))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid order status path \"%V\" in \"%V\", "
+                           "use the path of the customer status location "
+                           "or \"off\"", &value[1], &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    tlcf->order_proof = value[1];
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * A ticket names an order only with the customer's signed status link
+ * for it (the query string, or the whole URL, in "order_link"): then the
+ * order is read, its state and value triage the ticket, and the order
+ * lists it.  Without one the ticket is filed as a claim, and the client
+ * learns nothing about the order.  NGX_OK: proven; NGX_DECLINED: no proof;
+ * otherwise the answer to send.
+ */
+
+static ngx_int_t
+ngx_http_psd_ticket_order_proof(ngx_http_request_t *r,
+    ngx_http_psd_ticket_ctx_t *ctx, json_t *body, ngx_uint_t *status,
+    const char **error)
+{
+    size_t                           len;
+    json_t                          *v;
+    const char                      *query, *q;
+    psd_link_t                      *link;
+    psd_link_conf_t                  lconf;
+    psd_link_status_e                st;
+    ngx_http_psd_ticket_loc_conf_t  *tlcf;
+
+    tlcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_ticket_module);
+    *error = NULL;
+
+    v = json_object_get(body, "order_link");
+
+    if (v == NULL || json_is_null(v)) {
+        return NGX_DECLINED;
+    }
+
+    if (!json_is_string(v) || json_string_length(v) == 0
+        || json_string_length(v) > 2048)
+    {
+        *status = NGX_HTTP_BAD_REQUEST;
+        *error = "invalid_field";
+        return NGX_ERROR;
+    }
+
+    query = json_string_value(v);
+    len = json_string_length(v);
+
+    q = (const char *) ngx_strlchr((u_char *) query, (u_char *) query + len,
+                                   '?');
+    if (q) {
+        len -= q + 1 - query;
+        query = q + 1;
+    }
+
+    link = ngx_palloc(r->pool, sizeof(psd_link_t));
+    if (link == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&lconf, sizeof(psd_link_conf_t));
+
+    if (ngx_http_psd_link_keys(r, &lconf) != NGX_OK) {
+        *status = NGX_HTTP_FORBIDDEN;
+        *error = "link_unknown_key";
+        return NGX_ERROR;
+    }
+
+    st = psd_link_verify(link, &lconf, query, len,
+                         (char *) tlcf->order_proof.data,
+                         tlcf->order_proof.len, NULL);
+
+    if (st != PSD_LINK_OK || link->order_len != ngx_strlen(ctx->order)
+        || ngx_strncmp(link->order, ctx->order, link->order_len) != 0)
+    {
+        ngx_http_psd_log(NGX_LOG_INFO, r, 0,
+                         "psd_ticket: order link refused, %s",
+                         st == PSD_LINK_OK ? "another order"
+                                           : psd_link_status_name(st));
+
+        *status = (st == PSD_LINK_EXPIRED) ? NGX_HTTP_GONE
+                                           : NGX_HTTP_FORBIDDEN;
+        *error = (st == PSD_LINK_EXPIRED) ? "link_expired" : "link_invalid";
+        return NGX_ERROR;
+    }
+
+    ctx->order_verified = 1;
+
+    return NGX_OK;
 }

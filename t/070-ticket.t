@@ -179,7 +179,7 @@ is scalar @x, 1, 'one stream entry';
 my @f = @{ $x[0][1] };
 is_deeply [ @f[grep { !($_ % 2) } 0 .. $#f] ],
     [qw(ticket created_at queue priority rule first_response_due resolution_due
-        email subject message category order order_state answered)],
+        email subject message category order order_state order_verified answered)],
     'stream fields, in order';
 my $e = pairs_to_hash(\@f);
 is $e->{ticket}, $id, 'entry: ticket';
@@ -201,7 +201,8 @@ is $e->{answered}, 'false', 'entry: answered false';
 
 my $rec = record('general', $id);
 is_deeply [sort keys %$rec],
-    [qw(created_at first_response_due order priority queue resolution_due state)],
+    [qw(created_at first_response_due order order_verified priority queue resolution_due
+        state)],
     'record fields';
 is $rec->{state}, 'open', 'record: state open';
 is $rec->{created_at}, $e->{created_at}, 'record: created_at';
@@ -520,7 +521,7 @@ is $m1->{psd_tickets_opened_total} - $m0->{psd_tickets_opened_total}, 8,
 
 
 
-=== TEST 6: order linking: the order's ticket set, order and order_state carried; unknown order 422
+=== TEST 6: order linking: the order's ticket set, order and order_state carried; an unknown order is a claim, not a 422
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=500ms;
 --- config
@@ -536,6 +537,7 @@ is_deeply [sort @{ redis_cmd('SMEMBERS', 'psd:{order:ord_1}:tickets') }],
 my $e = entry('general', $j1->{ticket});
 is $e->{order}, 'ord_1', 'entry: order';
 is $e->{order_state}, 'paid', 'entry: order_state';
+is $e->{order_verified}, 'true', 'entry: the order exists';
 is record('general', $j1->{ticket})->{order}, 'ord_1', 'record: order';
 is redis_cmd('HGET', 'psd:{order:ord_1}', 'state'), 'paid', 'the order record is untouched';
 is redis_cmd('HLEN', 'psd:{order:ord_1}'), 3, 'no field added to the order';
@@ -554,10 +556,17 @@ is $e->{order_state}, 'none', 'empty order_id: none';
 my $j5 = open_ok('null order_id is no order', order_id => undef);
 
 ok !redis_cmd('EXISTS', 'psd:{order:}:tickets'), 'no set for an empty order id';
-my $keys = dbkeys();
-is_error(ticket(order_id => 'ord_404'), 422, 'unknown_order', 'order_id', 'unknown order');
-is dbkeys(), $keys, 'unknown order: nothing written';
+# an anonymous client must not learn which orders exist: an unknown order
+# is filed like any ticket, as a claim the order does not list
+my $j6 = open_ok('unknown order: filed all the same', order_id => 'ord_404');
+$e = entry('general', $j6->{ticket});
+is $e->{order}, 'ord_404', 'unknown order: the claim is kept for the help desk';
+is $e->{order_verified}, 'false', 'unknown order: order_verified false';
+is $e->{order_state}, 'none', 'unknown order: no state';
+is record('general', $j6->{ticket})->{order_verified}, 'false', 'record: order_verified false';
+sleep 0.3;
 ok !redis_cmd('EXISTS', 'psd:{order:ord_404}:tickets'), 'no ticket set for it';
+ok !redis_cmd('EXISTS', 'psd:{order:ord_404}'), 'no order record made';
 --- no_error_log
 [error]
 
@@ -631,9 +640,6 @@ my @cases = (
         400, 'invalid_json', undef],
     ['a raw control character', qq({"email":"a\@example.org","subject":"s\x01","message":"m"}),
         400, 'invalid_json', undef],
-    ['unknown order', [order_id => 'nope'], 422, 'unknown_order', 'order_id'],
-    ['unknown order, answer by category', [order_id => 'nope', category => 'x'], 422,
-        'unknown_order', 'order_id'],
 );
 for my $c (@cases) {
     my ($name, $f, $status, $code, $field) = @$c;

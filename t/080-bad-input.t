@@ -295,6 +295,8 @@ my $WH = "psd_webhook stripe; psd_webhook_secret $K/stripe;";
         ['"psd_ticket_answer"']],
     ['psd_ticket_answer: unknown order state', $R, 'psd_ticket_answer order_state=payed "x"; location = /t { psd_ticket on; }',
         ['"payed"']],
+    ['psd_ticket_order_proof: not a path', $R, 'location = /t { psd_ticket on; psd_ticket_order_proof orders; }',
+        ['invalid order status path "orders"', '"psd_ticket_order_proof"']],
     # other
     ['psd_metrics xml', '', 'location /m { psd_metrics xml; }',
         ['invalid format "xml" in "psd_metrics" directive']],
@@ -521,7 +523,10 @@ $REQ{ticket} = [
     ['ticket: card number in the message', jpost('/t', tk(message => '"my card 4242 4242 4242 4242"')), 422, 'card_number_in_ticket'],
     ['ticket: body over 64 KiB', jpost('/t', tk(message => '"' . ('m' x 70000) . '"')), 413, 'body_too_large'],
     ['ticket: chunked body over 64 KiB', chunked('/t', tk(message => '"' . ('m' x 70000) . '"'), 'Content-Type: application/json'), 413, 'body_too_large'],
-    ['ticket: unknown order', jpost('/t', tk(order_id => '"ord_none"')), 422, 'unknown_order'],
+    ['ticket: order_link of another order', jpost('/tp', tk(order_id => '"ord_1"', order_link => '"' . sign_link(path => '/orders/status', order => 'ord_2') . '"')), 403, 'link_invalid', 'order_link'],
+    ['ticket: order_link forged', jpost('/tp', tk(order_id => '"ord_1"', order_link => '"' . sign_link(path => '/orders/status', order => 'ord_1', key => 'z' x 32) . '"')), 403, 'link_invalid', 'order_link'],
+    ['ticket: order_link expired', jpost('/tp', tk(order_id => '"ord_1"', order_link => '"' . sign_link(path => '/orders/status', order => 'ord_1', exp => time - 60) . '"')), 410, 'link_expired', 'order_link'],
+    ['ticket: order_link a number', jpost('/tp', tk(order_id => '"ord_1"', order_link => '7')), 400, 'invalid_field', 'order_link'],
     ['ticket admin: no Authorization', jpost('/ta', '{"ticket":"general.1","state":"resolved"}'), 401, 'unauthorized'],
     ['ticket admin: bad state', apost('/ta', '{"ticket":"general.1","state":"closed"}'), 400, 'invalid_field', 'state'],
     ['ticket admin: ticket missing', apost('/ta', '{"state":"resolved"}'), 400, 'invalid_field', 'ticket'],
@@ -748,10 +753,12 @@ is redis_cmd('EXISTS', 'psd:{order:ord_1}'), 0, 'webhook: no order recorded';
 === TEST 6: tickets, ticket admin, order status, counter: missing fields, bad JSON, oversize, auth
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=500ms;
+    psd_link_key k1 $TEST_NGINX_CONF_DIR/keys/k1;
 --- config
     client_body_buffer_size 4k;
     psd_ticket_max_message 500;
     location = /t { psd_ticket on; }
+    location = /tp { psd_ticket on; psd_ticket_order_proof /orders/status; }
     location = /ta { psd_ticket_admin; psd_ticket_api_key $TEST_NGINX_CONF_DIR/keys/api; }
     location = /os { psd_order_status staff; psd_order_api_key $TEST_NGINX_CONF_DIR/keys/api; }
     location = /n { psd_counter $arg_k; }
