@@ -487,7 +487,6 @@ ngx_http_psd_carrier_token(ngx_str_t *s, size_t max, ngx_uint_t dot)
 static char *
 ngx_http_psd_carrier_name(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
-    char       *rv;
     ngx_str_t  *value;
 
     value = cf->args->elts;
@@ -504,9 +503,7 @@ ngx_http_psd_carrier_name(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    rv = ngx_conf_set_str_slot(cf, cmd, conf);
-
-    return rv;
+    return ngx_conf_set_str_slot(cf, cmd, conf);
 }
 
 
