@@ -94,6 +94,45 @@
       "", "")                                                                 \
     X(WEBHOOK_FAILED, "psd_webhook_requests_total", "result=\"failed\"",      \
       "", "")                                                                 \
+    X(CARRIER_VERIFIED, "psd_carrier_webhooks_total", "result=\"verified\"",  \
+      "counter", "Carrier (delivery) webhooks by result.")                    \
+    X(CARRIER_REJECTED, "psd_carrier_webhooks_total",                         \
+      "result=\"bad_signature\"", "", "")                                     \
+    X(CARRIER_INVALID, "psd_carrier_webhooks_total", "result=\"invalid\"",    \
+      "", "")                                                                 \
+    X(CARRIER_APPLIED, "psd_carrier_webhooks_total", "result=\"applied\"",    \
+      "", "")                                                                 \
+    X(CARRIER_DUPLICATE, "psd_carrier_webhooks_total",                        \
+      "result=\"duplicate\"", "", "")                                         \
+    X(CARRIER_OUTRANKED, "psd_carrier_webhooks_total",                        \
+      "result=\"outranked\"", "", "")                                         \
+    X(CARRIER_IGNORED, "psd_carrier_webhooks_total", "result=\"ignored\"",    \
+      "", "")                                                                 \
+    X(CARRIER_UNKNOWN_STATUS, "psd_carrier_webhooks_total",                   \
+      "result=\"unknown_status\"", "", "")                                    \
+    X(CARRIER_FAILED, "psd_carrier_webhooks_total", "result=\"failed\"",      \
+      "", "")                                                                 \
+    X(DELIVERY_LABEL_CREATED, "psd_delivery_events_total",                    \
+      "state=\"label_created\"", "counter",                                   \
+      "Carrier events recorded, by the delivery state they report.")          \
+    X(DELIVERY_SHIPPED, "psd_delivery_events_total", "state=\"shipped\"",     \
+      "", "")                                                                 \
+    X(DELIVERY_IN_TRANSIT, "psd_delivery_events_total",                       \
+      "state=\"in_transit\"", "", "")                                         \
+    X(DELIVERY_OUT_FOR_DELIVERY, "psd_delivery_events_total",                 \
+      "state=\"out_for_delivery\"", "", "")                                   \
+    X(DELIVERY_EXCEPTION, "psd_delivery_events_total",                        \
+      "state=\"exception\"", "", "")                                          \
+    X(DELIVERY_DELIVERED, "psd_delivery_events_total",                        \
+      "state=\"delivered\"", "", "")                                          \
+    X(DELIVERY_RETURNED, "psd_delivery_events_total", "state=\"returned\"",   \
+      "", "")                                                                 \
+    X(DELIVERIES_DELIVERED, "psd_deliveries_total", "outcome=\"delivered\"",  \
+      "counter", "Orders delivered, returned, or with a delivery exception.") \
+    X(DELIVERIES_EXCEPTION, "psd_deliveries_total", "outcome=\"exception\"",  \
+      "", "")                                                                 \
+    X(DELIVERIES_RETURNED, "psd_deliveries_total", "outcome=\"returned\"",    \
+      "", "")                                                                 \
     X(ORDERS_PAID, "psd_orders_paid_total", "", "counter",                    \
       "Orders that moved to paid.")                                           \
     X(PAYMENTS_FAILED, "psd_payments_failed_total", "", "counter",            \
@@ -137,7 +176,10 @@
       "sla=\"resolution\"", "", "")
 
 
-/* LINK_MALFORMED to LINK_BUSY follow the order of the link statuses */
+/*
+ * LINK_MALFORMED to LINK_BUSY follow the order of the link statuses,
+ * DELIVERY_LABEL_CREATED to DELIVERY_RETURNED psd_carrier_state_e
+ */
 
 #define NGX_HTTP_PSD_METRIC_ENUM(id, name, labels, type, help)               \
     NGX_HTTP_PSD_M_##id,

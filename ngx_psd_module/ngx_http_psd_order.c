@@ -21,6 +21,7 @@
 #include "ngx_http_psd_metrics.h"
 #include "ngx_http_psd_link.h"
 #include "ngx_http_psd_order.h"
+#include "ngx_http_psd_carrier.h"
 #include "psd_cidr.h"
 #include "psd_crypto.h"
 #include "psd_link.h"
@@ -29,6 +30,7 @@
 
 #define NGX_HTTP_PSD_WEBHOOK_STRIPE    1
 #define NGX_HTTP_PSD_WEBHOOK_STANDARD  2
+#define NGX_HTTP_PSD_WEBHOOK_CARRIER   3
 
 #define NGX_HTTP_PSD_ORDER_ID_MAX      64
 
@@ -104,6 +106,7 @@ static void ngx_http_psd_order_status_respond(ngx_http_request_t *r,
 static ngx_conf_enum_t  ngx_http_psd_webhook_kinds[] = {
     { ngx_string("stripe"), NGX_HTTP_PSD_WEBHOOK_STRIPE },
     { ngx_string("standard"), NGX_HTTP_PSD_WEBHOOK_STANDARD },
+    { ngx_string("carrier"), NGX_HTTP_PSD_WEBHOOK_CARRIER },
     { ngx_null_string, 0 }
 };
 
@@ -418,6 +421,34 @@ ngx_http_psd_order_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
+/*
+ * psd_webhook carrier is served by ngx_http_psd_carrier.c, with the
+ * secrets, dedupe time, psd_webhook_pass and Redis server set here; it
+ * asks while merging its own configuration, after this module merged
+ * (it comes later in PSD_MODULES).
+ */
+
+ngx_int_t
+ngx_http_psd_order_carrier_conf(ngx_conf_t *cf,
+    ngx_http_psd_order_webhook_t *wh)
+{
+    ngx_http_psd_order_loc_conf_t  *olcf;
+
+    olcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_psd_order_module);
+
+    if (olcf->webhook != NGX_HTTP_PSD_WEBHOOK_CARRIER) {
+        return NGX_DECLINED;
+    }
+
+    wh->secrets = olcf->secrets;
+    wh->dedupe = olcf->dedupe;
+    wh->pass = olcf->pass;
+    wh->redis = olcf->redis;
+
+    return NGX_OK;
+}
+
+
 static char *
 ngx_http_psd_webhook(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -662,7 +693,9 @@ ngx_http_psd_webhook_handler(ngx_http_request_t *r)
 
     olcf = ngx_http_get_module_loc_conf(r, ngx_http_psd_order_module);
 
-    if (olcf->webhook == NGX_CONF_UNSET_UINT || r != r->main) {
+    if (olcf->webhook == NGX_CONF_UNSET_UINT
+        || olcf->webhook == NGX_HTTP_PSD_WEBHOOK_CARRIER || r != r->main)
+    {
         return NGX_DECLINED;
     }
 
@@ -1652,6 +1685,10 @@ ngx_http_psd_order_status_respond(ngx_http_request_t *r,
                                 json_integer(ngx_atotm((u_char *) f->str,
                                                        f->len)));
 
+        } else if (ngx_strncmp(e->str, "delivery_", 9) == 0) {
+            /* ngx_http_psd_carrier_status(), below */
+            continue;
+
         } else {
             /* times and counts are integers */
             json_object_set_new(payment, e->str,
@@ -1822,6 +1859,9 @@ ngx_http_psd_order_status_respond(ngx_http_request_t *r,
 
         json_object_set_new(out, "timeline", timeline);
     }
+
+    ngx_http_psd_carrier_status(out, hash, events,
+                                olcf->status == NGX_HTTP_PSD_STATUS_STAFF);
 
     text = json_dumps(out, JSON_COMPACT);
     json_decref(out);

@@ -43,6 +43,8 @@ my $LK = "psd_link_key k1 $K/k1;";
 my $VK = "psd_vault_key a $K/vault; psd_fingerprint_key $K/fp;";
 my $CS = 'location /c { psd_checkout_session on; psd_idempotency on; psd_tokenize on; psd_tokenize_field card.number pan; }';
 my $WH = "psd_webhook stripe; psd_webhook_secret $K/stripe;";
+my $CW = "psd_webhook carrier; psd_webhook_secret $K/stripe; psd_webhook_signature shared X-Token; "
+    . 'psd_webhook_carrier_path order o; psd_webhook_carrier_path status s; psd_webhook_carrier_path time t;';
 
 @BAD_CONF = (
     # psd_redis
@@ -226,6 +228,41 @@ my $WH = "psd_webhook stripe; psd_webhook_secret $K/stripe;";
         ['"psd_webhook_dedupe" directive invalid value']],
     ['psd_webhook_pass maybe', $R, "location /w { $WH psd_webhook_pass maybe; }",
         ['invalid value "maybe" in "psd_webhook_pass" directive']],
+    # carrier webhooks
+    ['psd_webhook carrier without a signature', $R, "location /w { psd_webhook carrier; psd_webhook_secret $K/stripe; "
+        . 'psd_webhook_carrier_path order o; psd_webhook_carrier_path status s; psd_webhook_carrier_path time t; }',
+        ['"psd_webhook carrier" needs "psd_webhook_signature"']],
+    ['psd_webhook carrier without a status path', $R, "location /w { psd_webhook carrier; psd_webhook_secret $K/stripe; "
+        . 'psd_webhook_signature shared X-Token; psd_webhook_carrier_path order o; psd_webhook_carrier_path time t; }',
+        ['"psd_webhook carrier" needs "psd_webhook_carrier_path status"']],
+    ['psd_webhook_carrier_path: unknown field', $R, "location /w { $CW psd_webhook_carrier_path carrier c; }",
+        ['invalid field "carrier" in "psd_webhook_carrier_path"']],
+    ['psd_webhook_carrier_path: empty part', $R, "location /w { $CW psd_webhook_carrier_path tracking a..b; }",
+        ['invalid JSON path "a..b" in "psd_webhook_carrier_path"']],
+    ['psd_webhook_carrier_path: wildcard', $R, "location /w { $CW psd_webhook_carrier_path tracking events.*.code; }",
+        ['invalid JSON path "events.*.code" in "psd_webhook_carrier_path"']],
+    ['psd_webhook_carrier_path: a field twice', $R, "location /w { $CW psd_webhook_carrier_path order p; }",
+        ['duplicate field "order" in "psd_webhook_carrier_path"']],
+    ['psd_webhook_carrier_status: unknown state', $R, "location /w { $CW psd_webhook_carrier_status D lost; }",
+        ['invalid delivery state "lost" in "psd_webhook_carrier_status"']],
+    ['psd_webhook_carrier_status: a status twice', $R, "location /w { $CW psd_webhook_carrier_status D delivered; psd_webhook_carrier_status d returned; }",
+        ['duplicate carrier status "d" in "psd_webhook_carrier_status"']],
+    ['psd_webhook_carrier_status: 65 bytes', $R, "location /w { $CW psd_webhook_carrier_status " . ('s' x 65) . ' shipped; }',
+        ['"' . ('s' x 65) . '"', '"psd_webhook_carrier_status"']],
+    ['psd_webhook_carrier_name: a colon', $R, "location /w { $CW psd_webhook_carrier_name ups:1; }",
+        ['invalid carrier name "ups:1" in "psd_webhook_carrier_name"']],
+    ['psd_webhook_signature twice', $R, "location /w { $CW psd_webhook_signature hmac-sha256 X-Sig; }",
+        ['"psd_webhook_signature" directive is duplicate']],
+    ['psd_webhook_signature md5', $R, 'location /w { psd_webhook_signature md5 X-Sig; }',
+        ['invalid value "md5" in "psd_webhook_signature"']],
+    ['psd_webhook_signature: bad header name', $R, 'location /w { psd_webhook_signature hmac-sha256 "X Sig"; }',
+        ['invalid header name "X Sig" in "psd_webhook_signature"']],
+    ['psd_webhook_signature: base32', $R, 'location /w { psd_webhook_signature hmac-sha256 X-Sig base32; }',
+        ['invalid parameter "base32" in "psd_webhook_signature"']],
+    ['psd_webhook_signature: empty prefix=', $R, 'location /w { psd_webhook_signature hmac-sha256 X-Sig hex prefix=; }',
+        ['invalid parameter "prefix=" in "psd_webhook_signature"']],
+    ['psd_webhook_signature: shared with an encoding', $R, 'location /w { psd_webhook_signature shared X-Token hex; }',
+        ['invalid value "shared" in "psd_webhook_signature"']],
     # tickets
     ['psd_ticket_rule: unknown field', $R, 'location = /t { psd_ticket on; psd_ticket_rule billing "category == billing and catgory == x"; }',
         ['invalid triage rule "billing": unknown field "catgory" at column 25']],
@@ -501,6 +538,40 @@ $REQ{webhook} = [
     ['standard: signature not base64', jpost('/std', $STD, 'webhook-id: msg_1', "webhook-timestamp: $NOW", 'webhook-signature: v1,!!!not-base64!!!'), 400, 'malformed_header'],
     ['standard: stale timestamp', jpost('/std', $STD, 'webhook-id: msg_1', 'webhook-timestamp: ' . ($NOW - 3600), 'webhook-signature: v1,' . ('A' x 43) . '='), 401, 'stale_timestamp'],
     ['standard: wrong signature', jpost('/std', $STD, 'webhook-id: msg_1', "webhook-timestamp: $NOW", 'webhook-signature: v1,' . ('A' x 43) . '='), 401, 'bad_signature'],
+];
+
+# carrier webhooks: /cw takes a shared secret, /ch an HMAC (hex, "sha256=")
+sub cev { my %f = (id => '"evt_c1"', order_ref => '"ord_c1"', tracking => '"T1"', event => '"delivered"',
+                   at => '"2026-03-01T09:30:00Z"', @_);
+    '{' . join(',', map { "\"$_\":$f{$_}" } grep { defined $f{$_} } sort keys %f) . '}' }
+sub cwt { jpost('/cw', $_[0], "X-Carrier-Token: $STRIPE") }
+sub chm { my ($body, $h) = @_; jpost('/ch', $body, defined $h ? "X-Sig: $h" : ()) }
+sub chs { chm($_[0], 'sha256=' . hmac_sha256_hex($_[0], $STRIPE)) }
+my $CEV = cev();
+$REQ{carrier} = [
+    ['carrier: GET', get('/cw'), 405, 'method_not_allowed'],
+    ['carrier: no shared secret header', jpost('/cw', $CEV), 400, 'missing_header'],
+    ['carrier: wrong shared secret', jpost('/cw', $CEV, 'X-Carrier-Token: nope'), 401, 'bad_signature'],
+    ['carrier: no HMAC header', chm($CEV), 400, 'missing_header'],
+    ['carrier: HMAC without its prefix', chm($CEV, hmac_sha256_hex($CEV, $STRIPE)), 400, 'malformed_header'],
+    ['carrier: HMAC not hex', chm($CEV, 'sha256=' . ('x' x 64)), 400, 'malformed_header'],
+    ['carrier: HMAC of another body', chm($CEV, 'sha256=' . hmac_sha256_hex("$CEV ", $STRIPE)), 401, 'bad_signature'],
+    ['carrier: empty body', cwt(''), 400, 'empty_body'],
+    ['carrier: invalid JSON', cwt('{"order_ref":'), 400, 'invalid_json'],
+    ['carrier: not an object', cwt('["ord_c1"]'), 400, 'invalid_json'],
+    ['carrier: no order', cwt(cev(order_ref => undef)), 400, 'missing_order'],
+    ['carrier: order with a space', cwt(cev(order_ref => '"ord c1"')), 400, 'invalid_order'],
+    ['carrier: order of 65 characters', cwt(cev(order_ref => '"' . ('o' x 65) . '"')), 400, 'invalid_order'],
+    ['carrier: tracking of 65 characters', cwt(cev(tracking => '"' . ('t' x 65) . '"')), 400, 'invalid_tracking'],
+    ['carrier: no status', cwt(cev(event => undef)), 400, 'missing_status'],
+    ['carrier: status an object', cwt(cev(event => '{"code":"D"}')), 400, 'invalid_status'],
+    ['carrier: no time', cwt(cev(at => undef)), 400, 'missing_time'],
+    ['carrier: time without a zone', cwt(cev(at => '"2026-03-01T09:30:00"')), 400, 'invalid_time'],
+    ['carrier: time in milliseconds', cwt(cev(at => '1772357400000')), 400, 'invalid_time'],
+    ['carrier: no event id', chs(cev(id => undef)), 400, 'missing_event_id'],
+    ['carrier: event id with a space', chs(cev(id => '"evt c1"')), 400, 'invalid_event_id'],
+    ['carrier: body over client_body_buffer_size', cwt('{"pad":"' . ('p' x 5000) . '"}'), 413, 'body_too_large'],
+    ['carrier: chunked body over client_body_buffer_size', chunked('/cw', '{"pad":"' . ('p' x 5000) . '"}', 'Content-Type: application/json', "X-Carrier-Token: $STRIPE"), 413, 'body_too_large'],
 ];
 
 my $TK = '{"email":"ann@example.org","subject":"Hello","message":"Where is my download?"}';
@@ -792,3 +863,38 @@ main::likes('rating')
 is_deeply redis_cmd('HGETALL', 'psd:{tq:general}:t:general.open'), ['state', 'open'], 'rating: open ticket unchanged';
 is_deeply redis_cmd('HGETALL', 'psd:{tq:general}:t:general.rated'), ['state', 'resolved', 'csat_score', '5'],
     'rating: rated ticket unchanged';
+
+
+
+=== TEST 8: carrier webhooks: proofs, bodies, every field, sizes; the application is never reached, nothing written
+--- http_config
+    psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=500ms;
+--- config
+    client_body_buffer_size 4k;
+    psd_webhook_secret $TEST_NGINX_CONF_DIR/keys/stripe;
+    psd_webhook_pass on;
+    psd_webhook_carrier_path order order_ref;
+    psd_webhook_carrier_path tracking tracking;
+    psd_webhook_carrier_path status event;
+    psd_webhook_carrier_path time at;
+    location = /cw {
+        psd_webhook carrier;
+        psd_webhook_signature shared X-Carrier-Token;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/app;
+    }
+    location = /ch {
+        psd_webhook carrier;
+        psd_webhook_signature hmac-sha256 X-Sig hex prefix=sha256=;
+        psd_webhook_carrier_path event_id id;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_SERVER_PORT/app;
+    }
+    location = /app { access_log logs/app.log; return 200 "app"; }
+--- raw_request eval
+main::raws('carrier')
+--- error_code eval
+main::codes('carrier')
+--- response_body_like eval
+main::likes('carrier')
+--- check
+not_reached('carrier', @_);
+is scalar @{ redis_cmd('KEYS', '*') }, 0, 'carrier: nothing written to Redis';

@@ -579,4 +579,67 @@ function _M.webhook(tolerance)
 end
 
 
+
+-- content_by_lua: the carrier scenario's peer.  HMAC-SHA256 (hex) of the
+-- body under the secret, after the "hmac-sha256-hex=" prefix; the order,
+-- status and event id from the body (lua-cjson); SET NX EX 7d of a dedupe
+-- key: a duplicate answers 200 and changes nothing, a new event sets the
+-- delivery state (HSET).  Left out next to psd_webhook carrier:
+-- constant-time comparison, several secrets, strict JSON (duplicate keys),
+-- the time parser, the status map and the rank that orders events (one
+-- script there).
+
+function _M.carrier()
+    if cjson_safe == nil then
+        cjson_safe = require "cjson.safe"
+    end
+
+    local h = ngx.var.http_x_hmac_signature
+    if h == nil then
+        return json_error(400, "missing_header")
+    end
+    local sig = h:match("^hmac%-sha256%-hex=(%x+)$")
+    if sig == nil or #sig ~= 64 then
+        return json_error(400, "malformed_header")
+    end
+
+    ngx.req.read_body()
+    local body = ngx.req.get_body_data()
+    if body == nil then
+        return json_error(413, "body_too_large")
+    end
+
+    if sig:lower() ~= hex32(hmac_sha256(body, _M.whsec)) then
+        return json_error(401, "bad_signature")
+    end
+
+    local ev = cjson_safe.decode(body)
+    local res = type(ev) == "table" and ev.result
+    local order = type(res) == "table" and res.reference
+    if type(order) ~= "string" or type(ev.id) ~= "string"
+       or type(res.status) ~= "string"
+    then
+        return json_error(400, "missing_order")
+    end
+
+    local red = redis_connect()
+    if red == nil then
+        return json_error(503, "unavailable")
+    end
+    local ok, err = red:set("lua:dlv:" .. ev.id, "1", "NX", "EX", 604800)
+    if ok == "OK" then
+        ok, err = red:hset("lua:order:" .. order, "delivery_state",
+                           res.status)
+    end
+    if not ok then
+        ngx.log(ngx.ERR, "redis: ", err)
+        return json_error(503, "unavailable")
+    end
+    red:set_keepalive(POOL_IDLE_MS, POOL_SIZE)
+
+    ngx.header["Content-Type"] = "application/json"
+    ngx.print('{"received":true}\n')
+end
+
+
 return _M
