@@ -197,8 +197,10 @@ sub cluster_key_in_slot {
     die "no key of '$format' in slot $slot\n";
 }
 
-# cluster_start(primaries => 3, replicas => 0, node_timeout => 2000): starts
-# the nodes with --cluster-enabled yes, joins them with redis-cli --cluster
+# cluster_start(primaries => 3, replicas => 0, node_timeout => 2000, options
+# => [redis-server arguments]): starts the nodes with --cluster-enabled yes
+# (and the options, e.g. ['--cluster-require-full-coverage', 'no']), joins
+# them with redis-cli --cluster
 # create (one primary: CLUSTER ADDSLOTSRANGE), and waits until every node
 # says cluster_state:ok and covers all slots.  The cluster then is the
 # test's Redis (redis_cmd goes through cluster_cmd, every block starts with
@@ -217,7 +219,8 @@ sub cluster_start {
         _spawn($port, 'c', '--port', $port, '--bind', '127.0.0.1',
             '--cluster-enabled', 'yes', '--cluster-config-file', 'nodes.conf',
             '--cluster-node-timeout', $cluster->{node_timeout},
-            '--cluster-port', PsdTest::free_port(), @DATA_ARGS);
+            '--cluster-port', PsdTest::free_port(), @DATA_ARGS,
+            @{ $o{options} || [] });
     }
     if ($np == 1) {
         my $r = redis_cmd_at($ports[0], qw(CLUSTER ADDSLOTSRANGE 0 16383));
