@@ -181,7 +181,9 @@ sub _suite_cluster {
     if (cluster_mode() eq 'single') {   # on the port configs name
         cluster_start(primaries => 1, ports => [$PsdTest::Redis::PORT]);
     } else {
-        cluster_start(primaries => 3, replicas => 0);
+        # no replicas, so no failover: a long node timeout keeps a busy
+        # machine from flagging a slow node failed (CLUSTERDOWN)
+        cluster_start(primaries => 3, replicas => 0, node_timeout => 15000);
     }
 }
 

@@ -17,7 +17,8 @@ our @EXPORT = qw(cluster_start cluster_stop cluster_cmd cluster_slot
     cluster_node_for_key cluster_nodes cluster_primaries cluster_ports
     cluster_seeds cluster_flushall cluster_wait_ok cluster_kill_primary
     cluster_wait_failover cluster_node_start cluster_node_kill
-    cluster_migrate_slot cluster_migrate_wait cluster_migrate_running cluster_key_on cluster_key_in_slot
+    cluster_migrate_slot cluster_migrate_wait cluster_migrate_running
+    cluster_key_on cluster_key_in_slot
     sentinel_start sentinel_stop sentinel_cmd sentinel_query
     sentinel_master_port sentinel_failover sentinel_wait_failover
     sentinel_ports);
@@ -200,9 +201,8 @@ sub cluster_key_in_slot {
 # cluster_start(primaries => 3, replicas => 0, node_timeout => 2000, options
 # => [redis-server arguments]): starts the nodes with --cluster-enabled yes
 # (and the options, e.g. ['--cluster-require-full-coverage', 'no']), joins
-# them with redis-cli --cluster
-# create (one primary: CLUSTER ADDSLOTSRANGE), and waits until every node
-# says cluster_state:ok and covers all slots.  The cluster then is the
+# them with redis-cli --cluster create (one primary: CLUSTER ADDSLOTSRANGE),
+# and waits until cluster_wait_ok.  The cluster then is the
 # test's Redis (redis_cmd goes through cluster_cmd, every block starts with
 # cluster_flushall).  Sets TEST_NGINX_CLUSTER_SEEDS ("127.0.0.1:p1 ...", the
 # primaries) and TEST_NGINX_CLUSTER_PORTS (every node).  Returns the seeds.
@@ -250,9 +250,8 @@ sub cluster_stop {
 
 # cluster_wait_ok(nodes => n): until every live node says cluster_state:ok
 # and cluster_slots_ok:16384, they agree on roles and on who owns which
-# slots, no node is
-# in handshake or flagged failed (unless killed by the test), and replicas'
-# links to their primaries are up; nodes => n: n nodes known.
+# slots, no live node is in handshake or flagged failed, and replicas'
+# links to their primaries are up; nodes => n: each knows n nodes.
 sub cluster_wait_ok {
     my (%o) = @_;
     my @live = grep { _running($_) } @{ $cluster->{ports} };
@@ -299,7 +298,8 @@ my %KEYLESS = map { $_ => 1 } qw(PING ECHO TIME COMMAND CLUSTER ROLE LASTSAVE
     HELLO AUTH READONLY READWRITE LOLWUT DEBUG MEMORY SLOWLOG LATENCY ACL
     PUBLISH MONITOR SAVE BGSAVE WAIT);
 
-# The key a command is routed by (undef: any node).
+# The key a command (name, then its arguments) is routed by (undef: any
+# node); a wrong guess costs a MOVED.
 sub _route_key {
     my ($name, @args) = @_;
     return undef if $KEYLESS{$name};
@@ -375,23 +375,23 @@ sub cluster_cmd {
         }
         return $r[0];
     }
-    my $key = _route_key($name, @cmd);
+    my $key = _route_key($name, @cmd[1 .. $#cmd]);
     my ($port) = defined $key ? _slot_owner(cluster_slot($key), [cluster_nodes()])
         : cluster_primaries();
-    my $asking;
-    for my $try (1 .. 20) {
+    my ($asking, $redirects, $end) = (0, 0, time + $PsdTest::Redis::TIMEOUT);
+    while (1) {
+        die "cluster_cmd(@cmd): no node to send it to\n" unless $port;
         my @r = redis_pipeline_at($port, $asking ? (['ASKING']) : (), \@cmd);
         my $r = $r[-1];
         return $r if ref $r || !defined $r;
-        if ($r =~ /^-(MOVED|ASK) \d+ [^:]*:(\d+)/) {
+        if ($r =~ /^-(MOVED|ASK) \d+ [^:]*:(\d+)/ && ++$redirects < 16) {
             ($port, $asking) = ($2, $1 eq 'ASK');
-        } elsif ($r =~ /^-TRYAGAIN/) {
+        } elsif ($r =~ /^-TRYAGAIN/ && time < $end) {   # keys of a slot in transit
             sleep 0.05;
         } else {
             return $r;
         }
     }
-    die "cluster_cmd(@cmd): too many redirections\n";
 }
 
 # cluster_node_kill($port): SIGKILL one node.
