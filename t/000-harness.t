@@ -124,12 +124,14 @@ GET /t
 is redis_cmd('GET', 'psd:test'), 'v1', 'key set in init';
 is redis_cmd('GET', 'psd:none'), undef, 'nil is undef';
 is redis_cmd('INCR', 'n'), 1, 'integer reply';
-is_deeply redis_cmd('MGET', 'psd:test', 'psd:none'), ['v1', undef], 'array';
+is_deeply redis_cmd('MGET', 'psd:test', '{psd:test}none'), ['v1', undef],
+    'array (keys of one slot, for cluster mode)';
 like redis_cmd('NOSUCHCMD'), qr/^-ERR/, 'error reply starts with -ERR';
 
 
 
 === TEST 9: FLUSHALL between blocks; redis stop/cont/kill/start
+--- no_cluster: stops, kills and restarts the single redis-server
 --- config
 --- check
 is redis_cmd('GET', 'psd:test'), undef, 'key from TEST 8 is gone';

@@ -6,6 +6,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use PsdTest;
+no_cluster('the psd_redis syntax of one server: addresses, unix sockets, db=, AUTH, TLS options');
 
 run_tests();
 

@@ -6,6 +6,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use PsdTest;
+no_cluster('the single-server client: its connections (CLIENT LIST, INFO), db=, AUTH, unix sockets');
 use JSON::PP ();
 use IO::Socket::UNIX;
 use POSIX ();

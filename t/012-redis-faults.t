@@ -13,6 +13,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use PsdTest;
+no_cluster('faults of one redis-server (stopped, killed, unix sockets, db=99) and fake servers');
 use JSON::PP ();
 use IO::Socket::IP;
 use IO::Socket::UNIX;

@@ -5,6 +5,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use PsdTest;
+no_cluster('the exact psd_status and psd_redis_* figures of single servers (db=1, stopped, killed)');
 use JSON::PP ();
 use Time::HiRes qw(time sleep);
 

@@ -12,6 +12,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use PsdTest;
+no_cluster('TLS to a redis-server of its own');
 use JSON::PP ();
 use IO::Socket::IP;
 use POSIX ();

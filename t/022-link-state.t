@@ -333,6 +333,7 @@ psd_link: denied, revoked, link "revE"
 
 
 === TEST 8: Redis stopped: failure_mode open serves with a warning, closed answers 503; recovery
+--- no_cluster: stops the single redis-server
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=200ms connect_timeout=200ms;
     psd_link_key k1 $TEST_NGINX_CONF_DIR/keys/k1;
@@ -377,6 +378,7 @@ let through
 
 
 === TEST 9: Redis killed and restarted empty (no scripts loaded): fail open, fail closed, recovery
+--- no_cluster: kills and restarts the single redis-server
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=200ms connect_timeout=200ms;
     psd_link_key k1 $TEST_NGINX_CONF_DIR/keys/k1;

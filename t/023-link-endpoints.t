@@ -394,6 +394,7 @@ for my $ttl ('999999999999', '9223372036854775807') {
 
 
 === TEST 9: Redis down: revoke answers 503, issue needs no Redis
+--- no_cluster: stops and kills the single redis-server
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=200ms connect_timeout=200ms;
     psd_link_key k1 $TEST_NGINX_CONF_DIR/keys/k1;

@@ -25,6 +25,7 @@ run_tests();
 __DATA__
 
 === TEST 1: issue, download, denials, fail-open, revoke: no secret in the module's log lines
+--- no_cluster: stops the single redis-server for the fail-open lines
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=200ms connect_timeout=200ms;
     psd_link_key k1 $TEST_NGINX_CONF_DIR/keys/k1;

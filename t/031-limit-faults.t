@@ -13,6 +13,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use PsdTest;
+no_cluster('the failure modes with the single redis-server stopped or killed, and fake servers');
 use Time::HiRes qw(time sleep);
 
 # --- helpers for the blocks (functions: --- check cannot see lexicals) --------

@@ -608,6 +608,7 @@ is_deeply \@s, [200, 200, 200, 200, 200], 'hourly requests do not count for the 
 
 
 === TEST 12: one round trip per request: one EVALSHA per key group, one check per block list, nothing else
+--- no_cluster: MONITOR of the single redis-server (redis_port())
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=500ms;
 --- config
@@ -766,6 +767,7 @@ psd_fraud: blocked
 
 
 === TEST 16: Redis stops answering: the deadline applies, open passes, closed answers 503; recovery
+--- no_cluster: stops the single redis-server
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=300ms;
 --- config

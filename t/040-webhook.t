@@ -834,6 +834,7 @@ is_answer(stripe_post('/wh', stripe_event(order => 'o-1300'), secrets => [$STRIP
 
 
 === TEST 15: Redis stops answering: 503 after the deadline; recovery
+--- no_cluster: stops the single redis-server
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=300ms;
 --- config

@@ -264,6 +264,7 @@ is_error(staff_get('?order=ord_5'), 401, 'unauthorized', 'no bearer, Redis down'
 
 
 === TEST 6: Redis stops answering: 503 after the deadline
+--- no_cluster: stops the single redis-server
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=300ms;
     psd_link_key k1 $TEST_NGINX_CONF_DIR/keys/k1;

@@ -749,6 +749,7 @@ is temp_files(), 0, 'no file in client_body_temp';
 
 
 === TEST 13: Redis stopped (timeout) or down: 503 + Retry-After, the card never passes
+--- no_cluster: stops and kills the single redis-server
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=200ms connect_timeout=200ms;
     psd_vault_key a $TEST_NGINX_CONF_DIR/keys/vault-a;
@@ -1271,6 +1272,7 @@ unknown redis server "vault"
 
 
 === TEST 42: Redis refuses writes (-OOM at maxmemory, -READONLY as a replica): 503 + Retry-After, nothing stored, the card never passes, back without a reload
+--- no_cluster: REPLICAOF (no replicas of one node in a cluster)
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=500ms;
     psd_vault_key a $TEST_NGINX_CONF_DIR/keys/vault-a;

@@ -558,6 +558,7 @@ like error_log_text(), qr/\[error\].*psd_detokenize: vault entry refused: unknow
 
 
 === TEST 10: Redis stopped or down while revealing: 503 + Retry-After, nothing reaches the gateway
+--- no_cluster: stops and kills the single redis-server
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=200ms connect_timeout=200ms;
     psd_vault_key a $TEST_NGINX_CONF_DIR/keys/vault-a;

@@ -38,6 +38,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use PsdTest;
+no_cluster('both blocks stop the single redis-server (fail-open log lines)');
 use PsdTest::Link;      # write_keys, write_key_file, key_bytes, $API_KEY, api_post, json_body, b64url, sign_link
 use Digest::SHA qw(sha256 hmac_sha256_hex);
 use MIME::Base64 qw(encode_base64 decode_base64);

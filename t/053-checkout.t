@@ -673,6 +673,7 @@ is app_calls(), 4, 'still four calls';
 
 
 === TEST 15: Redis down: 503 with Retry-After, the application is not called; the session stays open
+--- no_cluster: stops and kills the single redis-server
 --- http_config eval
 $main::HTTP
 --- config eval

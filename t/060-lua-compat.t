@@ -14,6 +14,7 @@ use strict;
 use warnings;
 use lib 't/lib', 'lua-compat/t';
 use PsdTest;
+no_cluster('lua-compat\'s Redis client talks to one server ($TEST_NGINX_REDIS_PORT)');
 use PsdLuaTest;        # skips when the Lua packages are missing
 use PsdTest::Link;
 use JSON::PP ();

@@ -12,6 +12,7 @@ use strict;
 use warnings;
 use lib 't/lib', 'lua-compat/t';
 use PsdTest;
+no_cluster('lua-compat\'s Redis client talks to one server; the single redis-server is stopped');
 use PsdLuaTest;        # skips when the Lua packages are missing
 use PsdTest::Link;
 use Time::HiRes qw(time sleep);

@@ -970,6 +970,7 @@ is scalar(grep { /:t:/ } split / /, dbkeys()), 260, 'all 260 records kept';
 
 
 === TEST 14: Redis stopped: 503 with Retry-After, ticket in both or neither; an order read that timed out writes nothing
+--- no_cluster: stops the single redis-server
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT connect_timeout=300ms timeout=300ms;
 --- config
@@ -1022,6 +1023,7 @@ is scalar(grep { pairs_to_hash($_->[1])->{order} eq 'ord_s' } xrange('general'))
 
 
 === TEST 15: Redis killed: 503 with Retry-After; deflection needs no Redis; back after a restart
+--- no_cluster: kills and restarts the single redis-server
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT connect_timeout=300ms timeout=300ms;
 --- config

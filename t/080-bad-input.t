@@ -84,6 +84,15 @@ my $CW = "psd_webhook carrier; psd_webhook_secret $K/stripe; psd_webhook_signatu
         ['redis server "main" has tls_* options without "tls"']],
     ['psd_redis: at server level', $R, 'psd_redis other 127.0.0.1:6379;',
         ['"psd_redis" directive is not allowed here']],
+    # cluster and sentinel (issue 12; also in t/090-cluster.t, t/091-sentinel.t)
+    (map { [ "psd_redis: $_->[0]", "psd_redis main $_->[1];", '', [ '"psd_redis"', @{ $_->[2] } ],
+             'the cluster and sentinel syntax (issue 12) is not merged yet' ] }
+        ['cluster without seeds', 'cluster', ['cluster']],
+        ['cluster seed without port', 'cluster 127.0.0.1', ['"127.0.0.1"']],
+        ['db= with cluster', 'cluster 127.0.0.1:6379 db=1', ['"db=1"']],
+        ['sentinel without master name', 'sentinel', ['sentinel']],
+        ['sentinel without sentinels', 'sentinel psdmaster', ['psdmaster']],
+        ['sentinel without port', 'sentinel psdmaster 127.0.0.1', ['"127.0.0.1"']]),
     # unknown server names in feature directives
     ['psd_link_redis: unknown server', "$R $LK", 'location /d/ { psd_link on; psd_link_revocation on; psd_link_redis nosuch; }',
         ['unknown redis server "nosuch"']],

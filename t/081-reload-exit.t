@@ -28,6 +28,7 @@ use strict;
 use warnings;
 use lib 't/lib';
 use PsdTest;
+no_cluster('reload and exit with the single redis-server stopped, killed or paused');
 use JSON::PP ();
 use IO::Socket::IP;
 use IO::Select;

@@ -30,15 +30,18 @@ use Socket qw(PF_UNIX SOCK_STREAM pack_sockaddr_un);
 use PsdTest::HTTP qw(http_request http_get http_parallel);
 use PsdTest::Redis qw(redis_cmd redis_port redis_pid redis_stop redis_cont
     redis_kill redis_start redis_restart fake_redis_start fake_redis_stop
-    fake_redis_read_command);
+    fake_redis_read_command redis_cmd_at redis_pipeline_at);
+use PsdTest::Cluster;
 use Exporter ();
 
 our @ISA = ('Exporter');
-our @EXPORT = qw(run_tests redis_cmd redis_port redis_pid redis_stop
+our @EXPORT = (qw(run_tests redis_cmd redis_port redis_pid redis_stop
     redis_cont redis_kill redis_start redis_restart fake_redis_start
     fake_redis_stop fake_redis_read_command nginx_pid worker_pids
-    error_log_text http_request http_get http_parallel count_fds);
-our @EXPORT_OK = qw(nginx_t memcheck_reports module_path);
+    error_log_text http_request http_get http_parallel count_fds
+    redis_cmd_at redis_pipeline_at no_cluster cluster_mode nginx_start_extra nginx_stop_extra
+    nginx_extra_port nginx_extra_log), @PsdTest::Cluster::EXPORT);
+our @EXPORT_OK = qw(nginx_t memcheck_reports module_path free_port);
 
 our $REPO = abs_path(dirname(__FILE__) . '/../..');
 our $SERVROOT = "$REPO/t/servroot/" . basename($0, '.t');
@@ -49,13 +52,21 @@ my $VALGRIND = $ENV{TEST_NGINX_USE_VALGRIND};
 my $ASAN = $ENV{TEST_NGINX_USE_ASAN};
 my $HUP = $ENV{TEST_NGINX_USE_HUP} && !$VALGRIND;
 my $VERBOSE = $ENV{TEST_NGINX_VERBOSE};
+# TEST_NGINX_REDIS_CLUSTER: '' (one redis-server), 'single' (one node with
+# --cluster-enabled yes that owns every slot, configs unchanged) or any other
+# true value (3 primaries, psd_redis lines rewritten to "cluster <seeds>")
+our $CLUSTER = $ENV{TEST_NGINX_REDIS_CLUSTER} // '';
+$CLUSTER = '' if $CLUSTER eq '0';
 my $SLOW = $VALGRIND ? 8 : 1;           # timeout factor
 my $MAIN_PID = $$;
 my %SECTION = map { $_ => 1 } qw(main_config http_config config request
     more_headers request_body raw_request error_code response_body
     response_body_like response_headers response_headers_like error_log
-    no_error_log must_die ONLY SKIP timeout wait workers user_files init check);
+    no_error_log must_die ONLY SKIP timeout wait workers user_files init check
+    no_cluster);
 my ($nginx_pid, $log_off, $stderr_off, $setup_done, @locks);
+my %extra;                              # more nginx instances by name
+our ($cur_block, %cur_values);          # the block running, its sections
 
 sub import {
     my $caller = caller;
@@ -100,7 +111,7 @@ sub _procs {    # ([pid, ppid], ...) of all processes
 # A free loopback port: random in 20000-29999 (below the ephemeral range),
 # bindable now, and reserved against the other test processes for the
 # lifetime of this one by an abstract unix socket named after it.
-sub _free_port {
+sub free_port {
     for (1 .. 500) {
         my $port = 20000 + int rand 10000;
         socket(my $lock, PF_UNIX, SOCK_STREAM, 0) or die "socket: $!\n";
@@ -112,6 +123,7 @@ sub _free_port {
     }
     die "PsdTest: no free port found\n";
 }
+*_free_port = \&free_port;      # its old name (t/030-limit.t)
 
 sub _setup {
     # Two runs of one test file in one checkout would share the servroot.
@@ -122,34 +134,85 @@ sub _setup {
     flock $lock, LOCK_EX or die "flock $SERVROOT.lock: $!\n";
     push @locks, $lock;
     *PsdTest::Redis::CLOSE_IN_CHILD = \@locks;
-    $PORT = $PsdTest::HTTP::PORT = _free_port();
-    $PsdTest::Redis::PORT = _free_port();
-    $PsdTest::Redis::FAKE_PORT = _free_port();
+    $PORT = $PsdTest::HTTP::PORT = free_port();
+    $PsdTest::Redis::PORT = free_port();
+    $PsdTest::Redis::FAKE_PORT = free_port();
     $PsdTest::Redis::SERVROOT = $SERVROOT;
     @ENV{map { "TEST_NGINX_$_" } qw(SERVER_PORT REDIS_PORT FAKE_REDIS_PORT
         SERVROOT HTML_DIR CONF_DIR REPO)} = ($PORT, $PsdTest::Redis::PORT,
         $PsdTest::Redis::FAKE_PORT, $SERVROOT, "$SERVROOT/html",
         "$SERVROOT/conf", $REPO);
-    # nginx and redis-server left running by an earlier run killed hard
-    my ($old) = _slurp("$SERVROOT/logs/nginx.pid") =~ /(\d+)/;
-    $old = 0 unless $old && _slurp("/proc/$old/cmdline") =~ /\Q$SERVROOT/;
+    # nginx (also extra instances), redis-server, cluster nodes, sentinels
+    # and fake servers left running by an earlier run killed hard
+    my %old;
+    for (glob("$SERVROOT/logs/nginx.pid $SERVROOT/nginx-*/logs/nginx.pid")) {
+        my ($old) = _slurp($_) =~ /(\d+)/;
+        $old{$old} = 1 if $old && _slurp("/proc/$old/cmdline") =~ /\Q$SERVROOT/;
+    }
     for (_procs()) {
         my ($pid, $ppid) = @$_;
-        kill KILL => $pid if $old && ($pid == $old || $ppid == $old)
-            || (readlink("/proc/$pid/cwd") // '') eq "$SERVROOT/redis";
+        kill KILL => $pid if $old{$pid} || $old{$ppid}
+            || (readlink("/proc/$pid/cwd") // '') =~ m{^\Q$SERVROOT\E/redis(/|$)};
     }
     remove_tree($SERVROOT);
     make_path(map { "$SERVROOT/$_" } qw(conf html logs tmp));
     $SIG{PIPE} = 'IGNORE';
     $SIG{$_} = sub { exit 1 } for qw(INT TERM HUP);
+    # In cluster mode the cluster starts when first used (a file may opt out
+    # with no_cluster first); the single redis-server's functions refuse.
+    $PsdTest::Redis::ROUTER = { name => 'a cluster (TEST_NGINX_REDIS_CLUSTER)',
+        cmd => sub { _suite_cluster(); redis_cmd(@_) },
+        flush => sub { _suite_cluster(); cluster_flushall() } } if $CLUSTER;
+}
+
+# cluster_mode(): the suite runs against a cluster (TEST_NGINX_REDIS_CLUSTER):
+# 'single' or 'cluster'; '' otherwise.
+sub cluster_mode { $CLUSTER eq '' ? '' : $CLUSTER eq 'single' ? 'single' : 'cluster' }
+
+# no_cluster('why'): the whole file is skipped in cluster mode (call it
+# before any test runs).
+sub no_cluster {
+    my ($why) = @_;
+    Test::More::plan(skip_all => "not in cluster mode: $why") if $CLUSTER;
+}
+
+sub _suite_cluster {
+    return if PsdTest::Cluster::cluster_seeds();
+    if (cluster_mode() eq 'single') {   # on the port configs name
+        cluster_start(primaries => 1, ports => [$PsdTest::Redis::PORT]);
+    } else {
+        # no replicas, so no failover: a long node timeout keeps a busy
+        # machine from flagging a slow node failed (CLUSTERDOWN)
+        cluster_start(primaries => 3, replicas => 0, node_timeout => 15000);
+    }
+}
+
+# In cluster mode, "psd_redis <name> 127.0.0.1:<the test redis's port>
+# [options];" becomes "psd_redis <name> cluster <seeds> [options];"; db=0 is
+# dropped, another db= is an error (the block must be marked no_cluster).
+sub _cluster_rewrite {
+    my ($text) = @_;
+    return $text unless cluster_mode() eq 'cluster' && defined $text && !ref $text;
+    _suite_cluster();
+    my $seeds = cluster_seeds();
+    $text =~ s{(\bpsd_redis\s+\S+\s+)(?:127\.0\.0\.1|localhost):$PsdTest::Redis::PORT(?!\d)([^;]*)}{
+        my ($head, $opts) = ($1, $2);
+        $opts =~ s/\s+db=0(?=\s|$)//g;
+        die "psd_redis with $1 on the test redis cannot run on a cluster:"
+            . " mark the block --- no_cluster\n" if $opts =~ /\b(db=\S+)/;
+        "${head}cluster $seeds$opts";
+    }ge;
+    return $text;
 }
 
 END {
     if ($setup_done && $$ == $MAIN_PID) {
         local $?;
         _stop_nginx();
+        _stop_extra();
         fake_redis_stop();
-        redis_kill();
+        PsdTest::Redis::_kill();
+        PsdTest::Cluster::_stop_all();
         my $tb = Test::More->builder;
         if ($ENV{TEST_NGINX_NO_CLEAN} || !$tb->is_passing) {
             print STDERR "# servroot kept: $SERVROOT\n";
@@ -210,12 +273,15 @@ sub nginx_t {
 
 sub nginx_pid { $nginx_pid }
 
-sub worker_pids {     # in scalar context: how many
-    return () unless $nginx_pid;
-    return ($nginx_pid) if $VALGRIND;       # master_process off
+sub worker_pids { _workers_of($nginx_pid) }     # in scalar context: how many
+
+sub _workers_of {
+    my ($master) = @_;
+    return () unless $master;
+    return ($master) if $VALGRIND;          # master_process off
     my @w = sort { $a <=> $b } grep {
         _slurp("/proc/$_/cmdline") =~ /^nginx: worker process(?! is shutting)/
-    } map { $_->[0] } grep { $_->[1] == $nginx_pid } _procs();
+    } map { $_->[0] } grep { $_->[1] == $master } _procs();
     return @w;
 }
 
@@ -230,25 +296,30 @@ sub error_log_text { _slurp("$SERVROOT/logs/error.log", $log_off) }
 # workers run (so that worker_pids() is complete in --- init and --- check).
 sub _start_nginx {
     my ($want) = @_;
-    $nginx_pid = _spawn("$SERVROOT/logs/stderr.log", "$SERVROOT/logs",
-                        _nginx_cmd($SERVROOT, 'conf/nginx.conf'));
+    (my $err, $nginx_pid) = _start_nginx_at($SERVROOT, $PORT, $want);
+    return $err;
+}
+
+# Starts the nginx of a prefix; returns (problem or undef, its pid).
+sub _start_nginx_at {
+    my ($prefix, $port, $want) = @_;
+    my $pid = _spawn("$prefix/logs/stderr.log", "$prefix/logs",
+                     _nginx_cmd($prefix, 'conf/nginx.conf'));
     my $limit = $VALGRIND ? 60 : 5;
     for (my $end = time + $limit; time < $end; sleep 0.02) {
-        if (_exited($nginx_pid)) {
-            $nginx_pid = undef;
-            return 'nginx exited at startup: ' . _status($?);
-        }
+        return ('nginx exited at startup: ' . _status($?), undef)
+            if _exited($pid);
         # nginx listens before it installs its signal handlers and writes
         # the pid file after: a QUIT in between would kill it outright
         # (slow enough to hit under valgrind)
-        my ($written) = _slurp("$SERVROOT/logs/nginx.pid") =~ /(\d+)/;
-        return undef if worker_pids() >= ($VALGRIND ? 1 : $want)
-            && ($written // 0) == $nginx_pid
-            && IO::Socket::IP->new(PeerHost => '127.0.0.1', PeerPort => $PORT,
+        my ($written) = _slurp("$prefix/logs/nginx.pid") =~ /(\d+)/;
+        return (undef, $pid) if _workers_of($pid) >= ($VALGRIND ? 1 : $want)
+            && ($written // 0) == $pid
+            && IO::Socket::IP->new(PeerHost => '127.0.0.1', PeerPort => $port,
                                    Proto => 'tcp');
     }
-    return "nginx did not accept connections on port $PORT or did not start"
-        . " $want workers in $limit s";
+    return ("nginx did not accept connections on port $port or did not start"
+        . " $want workers in $limit s", $pid);
 }
 
 # HUP, then wait until only new workers (as many as wanted) are running.
@@ -271,10 +342,16 @@ sub _reload_nginx {
 
 # Stops nginx with QUIT (KILL after a timeout); returns a problem or undef.
 sub _stop_nginx {
-    return undef unless $nginx_pid;
-    my ($pid, @workers) = ($nginx_pid, worker_pids());
-    my ($problem, $exited, $end) = (undef, 0, time + 10 * $SLOW);
+    my $pid = $nginx_pid;
     $nginx_pid = undef;
+    return _stop_nginx_pid($pid);
+}
+
+sub _stop_nginx_pid {
+    my ($pid) = @_;
+    return undef unless $pid;
+    my @workers = _workers_of($pid);
+    my ($problem, $exited, $end) = (undef, 0, time + 10 * $SLOW);
     kill QUIT => $pid;
     sleep 0.01 until ($exited = _exited($pid)) || time > $end;
     if (!$exited) {
@@ -402,7 +479,7 @@ sub _write_user_files {
 }
 
 sub _conf {
-    my ($b, $v) = @_;
+    my ($name, $v, $port) = @_;
     my ($main, $http, $config) = map { $v->{$_} // '' }
         qw(main_config http_config config);
     my $user = $> == 0 && $main !~ /^\s*user\s/m ? 'user root;' : '';
@@ -411,7 +488,7 @@ sub _conf {
     my $temp = join "\n", map { "    ${_}_temp_path tmp/$_;" }
         qw(client_body proxy fastcgi uwsgi scgi);
     return <<"EOF";
-# generated by t/lib/PsdTest.pm for $b->{name}
+# generated by t/lib/PsdTest.pm for $name
 load_module $module;
 worker_processes $workers;
 daemon off;
@@ -427,7 +504,7 @@ $temp
     default_type text/plain;
 $http
     server {
-        listen 127.0.0.1:$PORT;
+        listen 127.0.0.1:$port;
         server_name localhost;
         root html;
 $config
@@ -507,16 +584,22 @@ sub _run_block {
     my ($b) = @_;
     my $tn = $b->{name};
     return Test::More->builder->skip("$tn - SKIP") if exists $b->{sec}{SKIP};
+    return Test::More->builder->skip("$tn - not in cluster mode: "
+        . ($b->{sec}{no_cluster} =~ s/\s+/ /gr)) if $CLUSTER && exists $b->{sec}{no_cluster};
     local $PsdTest::Redis::OWNER = 'block';     # also for eval sections
-    my %v = eval { _values($b) };
+    local $cur_block = $tn;
+    eval { _redis_ready() } or return _fail("$tn - redis is ready", $@);
+    my $crossslot = _crossslot_count();
+    my %v = eval { my %v = _values($b);
+        $v{$_} = _cluster_rewrite($v{$_}) for qw(main_config http_config config);
+        %v };
     return _fail("$tn - sections are valid", $@) if $@;
+    local %cur_values = %v;
     local $PsdTest::HTTP::TIMEOUT = ($v{timeout} // 10) * $SLOW;
 
-    eval { redis_start(); redis_cmd('FLUSHALL') eq 'OK' or die "no OK\n" }
-        or return _fail("$tn - redis is ready", $@);
     eval { _write_user_files($v{user_files}) if defined $v{user_files}; 1 }
         or return _fail("$tn - user_files are written", $@);
-    my $conf = _conf($b, \%v);
+    my $conf = _conf($tn, \%v, $PORT);
     _spew("$SERVROOT/conf/nginx.conf", $conf);
     Test::More::diag("nginx.conf:\n$conf") if $VERBOSE;
     _mark_logs();
@@ -560,8 +643,122 @@ sub _run_block {
         Test::More::ok(!$problem, "$tn - nginx exited cleanly")
             or Test::More::diag($problem);
     }
+    _stop_extra('block', \%v);
+    _check_crossslot($tn, $crossslot) if defined $crossslot;
     _check_logs($tn, \%v, error_log_text(), _stderr_text());
     _mark_logs();
+}
+
+# With a cluster as the test's Redis, every block asserts that no command
+# touched keys of several slots: Redis's errorstat_CROSSSLOT did not grow,
+# and no error.log line carries Redis's cross-slot errors (CROSSSLOT, and
+# those of scripts: "do not hash to the same slot", "non local key").
+sub _crossslot_count {
+    return undef unless PsdTest::Cluster::cluster_seeds();
+    my $info = eval { PsdTest::Cluster::cluster_cmd('INFO', 'errorstats') } // '';
+    return $info =~ /^errorstat_CROSSSLOT:count=(\d+)/m ? $1 : 0;
+}
+
+sub _check_crossslot {
+    my ($tn, $before) = @_;
+    my @lines = grep { /CROSSSLOT|hash to the same slot|non local key/ }
+        split /\n/, error_log_text() . join '', map { nginx_extra_log($_) } keys %extra;
+    my $after = _crossslot_count() // $before;
+    Test::More::ok(!@lines && $after <= $before, "$tn - no cross-slot command")
+        or Test::More::diag(($after - $before) . " CROSSSLOT errors in Redis\n"
+                            . join "\n", @lines);
+}
+
+# Before a block: the test's Redis runs and is empty.
+sub _redis_ready {
+    if (my $r = $PsdTest::Redis::ROUTER) {
+        my $ok = $r->{flush}->();
+        die "FLUSHALL: $ok\n" unless $ok eq 'OK';
+    } else {
+        PsdTest::Redis::_start();
+        redis_cmd('FLUSHALL') eq 'OK' or die "no OK\n";
+    }
+    return 1;
+}
+
+# --- more nginx instances ------------------------------------------------------
+
+# nginx_start_extra(name => 'b', config => ..., http_config => ...,
+# main_config => ..., workers => n): another nginx with its own prefix
+# servroot/nginx-<name>/ (html/ is the test's html/) and port; the config
+# sections not given are the running block's (after $TEST_NGINX_* and eval;
+# rewritten in cluster mode like the block's).  Started in a block, it is
+# stopped (and its logs checked) when the block ends; in file-level code, at
+# the end of the file.  Returns its port, which stays the same for the name
+# during the file ($TEST_NGINX_EXTRA_PORT_<NAME> too).
+sub nginx_start_extra {
+    my (%o) = @_;
+    my $name = $o{name} // 'b';
+    die "nginx_start_extra: bad name '$name'\n" unless $name =~ /^\w+$/;
+    my $x = $extra{$name} //= { port => free_port() };
+    die "nginx_start_extra: nginx $name runs already\n" if $x->{pid};
+    my $prefix = $x->{prefix} = "$SERVROOT/nginx-$name";
+    $ENV{'TEST_NGINX_EXTRA_PORT_' . uc $name} = $x->{port};
+    make_path(map { "$prefix/$_" } qw(conf logs tmp));
+    symlink "$SERVROOT/html", "$prefix/html" unless -e "$prefix/html";
+    my %v = (%cur_values, map { exists $o{$_} ? ($_ => $o{$_}) : () }
+        qw(main_config http_config config workers));
+    $v{$_} = _cluster_rewrite(_subst($v{$_} // '')) for qw(main_config http_config config);
+    _spew("$prefix/conf/nginx.conf", _conf("nginx $name", \%v, $x->{port}));
+    $x->{log_off} = -s "$prefix/logs/error.log" // 0;
+    $x->{stderr_off} = -s "$prefix/logs/stderr.log" // 0;
+    $x->{owner} = $cur_block ? 'block' : 'file';
+    (my $err, $x->{pid}) = _start_nginx_at($prefix, $x->{port}, $v{workers} // 1);
+    if ($err) {
+        _stop_nginx_pid(delete $x->{pid});
+        die "nginx $name: $err\n" . _slurp("$prefix/logs/stderr.log", $x->{stderr_off})
+            . _slurp("$prefix/logs/error.log", $x->{log_off});
+    }
+    return $x->{port};
+}
+
+sub nginx_extra_port { ($extra{$_[0] // 'b'} // {})->{port} }
+
+# nginx_extra_log('b'): the instance's error.log since it was started.
+sub nginx_extra_log {
+    my $x = $extra{$_[0] // 'b'} or return '';
+    return _slurp("$x->{prefix}/logs/error.log", $x->{log_off});
+}
+
+# nginx_stop_extra('b'): stops it now (QUIT); returns a problem or undef
+# (a block that started it still checks that it exited cleanly).
+sub nginx_stop_extra {
+    my $x = $extra{$_[0] // 'b'} or return undef;
+    return undef unless $x->{pid};
+    return $x->{problem} = _stop_nginx_pid(delete $x->{pid});
+}
+
+# Stops the extra instances of an owner (all without one) and, for a
+# block's (also those the block stopped itself), checks that they exited
+# cleanly and that their logs have no unexpected alert (the block's
+# error_log patterns allow them, as in its own log) or sanitizer report.
+sub _stop_extra {
+    my ($owner, $v) = @_;
+    for my $name (sort keys %extra) {
+        my $x = $extra{$name};
+        next unless $x->{owner} && (!$owner || $x->{owner} eq $owner);
+        my $problem = nginx_stop_extra($name);
+        $problem //= delete $x->{problem};
+        delete $x->{owner};
+        next unless $v;
+        Test::More::ok(!$problem, "$cur_block - nginx $name exited cleanly")
+            or Test::More::diag($problem);
+        my $log = nginx_extra_log($name);
+        my @bad = grep { my $l = $_; !grep { _match($l, $_) } _patterns($v->{error_log}) }
+            grep { /\[(?:alert|crit|emerg)\]/ } split /\n/, $log;
+        Test::More::ok(!@bad, "$cur_block - nginx $name: no unexpected [alert]/[crit]/[emerg]")
+            or Test::More::diag(join "\n", @bad);
+        my @mem = (memcheck_reports("$x->{prefix}/logs"),
+            grep { /ERROR: \w*Sanitizer|\bruntime error: / } split /\n/,
+            $log . _slurp("$x->{prefix}/logs/stderr.log", $x->{stderr_off}));
+        Test::More::ok(!@mem, "$cur_block - nginx $name: no sanitizer or valgrind reports")
+            or Test::More::diag(join "\n", @mem);
+    }
 }
 
 sub run_tests {
@@ -573,7 +770,7 @@ sub run_tests {
     my @only = grep { exists $_->{sec}{ONLY} } @blocks;
     Test::More::diag("only running: $_->{name}") for @only;
     @blocks = @only if @only;
-    eval { redis_start(); 1 } or Test::More::BAIL_OUT("redis-server: $@");
+    eval { _redis_ready() } or Test::More::BAIL_OUT("redis: $@");
     my $tb = Test::More->builder;
     for my $b (@blocks) {
         my $failed = grep { !$_ } $tb->summary;
@@ -588,8 +785,9 @@ sub run_tests {
             or Test::More::diag($problem);
         _check_logs('end of file', {}, error_log_text(), _stderr_text());
     }
+    _stop_extra();
     fake_redis_stop();
-    redis_kill();
+    PsdTest::Redis::_kill();
     Test::More::done_testing();
 }
 

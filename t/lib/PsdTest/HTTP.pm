@@ -57,13 +57,15 @@ sub parse_response {
 
 # http_parallel(\@raw_requests, timeout => s, port => p): one connection per
 # request, all written and read at once with IO::Select; returns the
-# responses in request order.
+# responses in request order.  A request may be [$raw, $port] to go to
+# another port than the others (another nginx).
 sub http_parallel {
     my ($reqs, %o) = @_;
-    my $port = $o{port} // $PORT;
     my $deadline = time + ($o{timeout} // $TIMEOUT);
     my (@c, %by_fd);
-    for my $raw (@$reqs) {
+    for my $req (@$reqs) {
+        my ($raw, $port) = ref $req ? @$req : ($req);
+        $port //= $o{port} // $PORT;
         my $c = { out => $raw, in => '', head => scalar $raw =~ /^HEAD\s/ };
         $c->{sock} = IO::Socket::IP->new(PeerHost => '127.0.0.1',
             PeerPort => $port, Proto => 'tcp', Timeout => $o{timeout} // $TIMEOUT)

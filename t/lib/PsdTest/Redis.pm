@@ -14,13 +14,17 @@ use Exporter 'import';
 
 our @EXPORT_OK = qw(redis_cmd redis_port redis_pid redis_stop redis_cont
     redis_kill redis_start redis_restart fake_redis_start fake_redis_stop
-    fake_redis_read_command);
+    fake_redis_read_command redis_cmd_at redis_pipeline_at);
 
 our ($PORT, $FAKE_PORT, $SERVROOT);     # set by PsdTest
 our $BINARY = $ENV{TEST_NGINX_REDIS_BINARY} || '/usr/bin/redis-server';
 our $TIMEOUT = 5;       # seconds for one redis_cmd
 our $OWNER;             # tag of the fake servers started now (PsdTest: block)
 our @CLOSE_IN_CHILD;    # handles a fake server must not keep (PsdTest's locks)
+# When a cluster or a Sentinel group is the test's Redis (PsdTest::Cluster),
+# { name => ..., cmd => sub { reply } }: redis_cmd goes there, and the
+# functions that act on the single redis-server refuse to run.
+our $ROUTER;
 my ($pid, $stopped, @fakes);
 
 sub redis_port { $PORT }
@@ -70,16 +74,32 @@ sub _reply {
 # strings as plain scalars ("OK", 1, "value"), nil as undef, arrays as array
 # refs, and errors as a string starting with "-" ("-ERR unknown command...").
 # Dies when Redis cannot be reached or does not answer in $TIMEOUT seconds.
+# When the test's Redis is a cluster, the command goes through the cluster.
 sub redis_cmd {
-    my @args = @_;
-    my $s = IO::Socket::IP->new(PeerHost => '127.0.0.1', PeerPort => $PORT,
+    return $ROUTER->{cmd}->(@_) if $ROUTER;
+    return redis_cmd_at($PORT, @_);
+}
+
+# redis_cmd_at($port, @args): one command to 127.0.0.1:$port.
+sub redis_cmd_at {
+    my ($port, @args) = @_;
+    return (redis_pipeline_at($port, \@args))[0];
+}
+
+# redis_pipeline_at($port, [@cmd1], [@cmd2], ...): the commands in one write
+# on one new connection (ASKING before a command, for example); returns the
+# replies in order.
+sub redis_pipeline_at {
+    my ($port, @cmds) = @_;
+    my $s = IO::Socket::IP->new(PeerHost => '127.0.0.1', PeerPort => $port,
                                 Proto => 'tcp', Timeout => $TIMEOUT)
-        or die "redis_cmd: cannot connect to 127.0.0.1:$PORT: $@\n";
-    print {$s} '*' . @args . "\r\n",
-        map { '$' . length($_) . "\r\n$_\r\n" } @args;
-    my $r = eval { _reply($s, time + $TIMEOUT) };
-    die "redis_cmd(@args): $@" if $@;
-    return $r;
+        or die "redis_cmd: cannot connect to 127.0.0.1:$port: $@\n";
+    print {$s} map { my $c = $_; '*' . @$c . "\r\n",
+        map { '$' . length($_) . "\r\n$_\r\n" } @$c } @cmds;
+    my $deadline = time + $TIMEOUT;
+    my @r = eval { map { _reply($s, $deadline) } @cmds };
+    die "redis_cmd(@{ $cmds[-1] }) on port $port: $@" if $@;
+    return @r;
 }
 
 # For fake server handlers: reads one command (RESP array or inline line);
@@ -99,8 +119,17 @@ sub fake_redis_read_command {
 
 sub _alive { $pid && waitpid($pid, POSIX::WNOHANG()) == 0 }
 
-sub redis_start {
-    if (_alive()) { redis_cont() if $stopped; return $pid }
+sub _single {       # the functions below act on the single redis-server
+    return unless $ROUTER;
+    my $f = (caller 1)[3] =~ s/.*:://r;
+    die "$f: the test's Redis is $ROUTER->{name}, not one redis-server;"
+        . " mark the block --- no_cluster (see t/lib/README.md)\n";
+}
+
+sub redis_start { _single(); _start() }
+
+sub _start {
+    if (_alive()) { _cont() if $stopped; return $pid }
     make_path("$SERVROOT/redis", "$SERVROOT/logs");
     $pid = fork // die "fork: $!";
     if (!$pid) {
@@ -115,24 +144,29 @@ sub redis_start {
     $stopped = 0;
     for (1 .. 500) {
         die "redis-server exited, see $SERVROOT/logs/redis.log\n" unless _alive();
-        my $pong = eval { local $TIMEOUT = 1; redis_cmd('PING') };
+        my $pong = eval { local $TIMEOUT = 1; redis_cmd_at($PORT, 'PING') };
         return $pid if ($pong // '') eq 'PONG';
         sleep 0.02;
     }
     die "redis-server does not answer PING on port $PORT\n";
 }
 
-sub redis_stop { kill STOP => $pid if _alive(); $stopped = 1 }
-sub redis_cont { kill CONT => $pid if _alive(); $stopped = 0 }
+sub redis_stop { _single(); kill STOP => $pid if _alive(); $stopped = 1 }
+sub redis_cont { _single(); _cont() }
+sub _cont { kill CONT => $pid if _alive(); $stopped = 0 }
 
-sub redis_kill {
+sub redis_kill { _single(); _kill() }
+
+# Stops the single redis-server if it runs (also in cluster mode: PsdTest's
+# END and run_tests use it).
+sub _kill {
     return unless $pid;
     kill KILL => $pid;
     waitpid $pid, 0;
     ($pid, $stopped) = (undef, 0);
 }
 
-sub redis_restart { redis_kill(); redis_start() }
+sub redis_restart { _single(); _kill(); _start() }
 
 # --- fake Redis servers -------------------------------------------------------
 
