@@ -37,6 +37,7 @@
 #define NGX_HTTP_PSD_REDIS_REFRESH      30000
 #define NGX_HTTP_PSD_REDIS_REFRESH_SOON 200
 #define NGX_HTTP_PSD_REDIS_REFRESH_DOWN 1000
+#define NGX_HTTP_PSD_REDIS_TRYAGAIN     20
 
 
 struct ngx_http_psd_redis_slot_s {
@@ -47,8 +48,10 @@ struct ngx_http_psd_redis_slot_s {
     char                         *cmd;        /* kept for a retry elsewhere */
     size_t                        len;
     ngx_uint_t                    redirects;
+    ngx_http_psd_redis_conn_t    *node;       /* cluster: where it went */
     unsigned                      handshake:1;
     unsigned                      retried:1;
+    unsigned                      asking:1;
 };
 
 
@@ -120,6 +123,8 @@ struct ngx_http_psd_redis_topo_s {
     ngx_uint_t                    nnodes;
     u_char                        map[PSD_SLOT_COUNT];    /* node + 1 */
     ngx_queue_t                   waiting;
+    ngx_queue_t                   retry;      /* slots after TRYAGAIN */
+    ngx_event_t                   retry_ev;
     ngx_event_t                   refresh;
     ngx_uint_t                    next;
     ngx_uint_t                    failures;
@@ -207,6 +212,9 @@ static void ngx_http_psd_redis_refreshed(ngx_http_psd_redis_call_t *call);
 static void ngx_http_psd_redis_count_owned(ngx_http_psd_redis_topo_t *topo);
 static ngx_int_t ngx_http_psd_redis_redirect(ngx_http_psd_redis_conn_t *conn,
     ngx_http_psd_redis_slot_t *slot, redisReply *reply);
+static ngx_int_t ngx_http_psd_redis_resend(ngx_http_psd_redis_conn_t *target,
+    ngx_http_psd_redis_slot_t *slot);
+static void ngx_http_psd_redis_retry_handler(ngx_event_t *ev);
 static void ngx_http_psd_redis_sentinel_ask(ngx_http_psd_redis_topo_t *topo);
 static void ngx_http_psd_redis_sentinel_answered(
     ngx_http_psd_redis_call_t *call);
@@ -314,8 +322,9 @@ ngx_http_psd_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             || ngx_http_psd_redis_is_option(&value[3]))
         {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "redis server \"%V\" needs the primary's "
-                               "name after \"sentinel\"", &server->name);
+                               "\"%V\" \"%V\" needs the primary's name "
+                               "after \"sentinel\"", &value[0],
+                               &server->name);
             return NGX_CONF_ERROR;
         }
 
@@ -370,8 +379,8 @@ ngx_http_psd_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
             if (u.err) {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "%s in redis server \"%V\"", u.err,
-                                   &target);
+                                   "%s in redis server \"%V\" of \"%V\"",
+                                   u.err, &target, &value[0]);
             }
 
             return NGX_CONF_ERROR;
@@ -379,8 +388,8 @@ ngx_http_psd_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
         if (u.naddrs == 0) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "redis server \"%V\" has no address",
-                               &target);
+                               "redis server \"%V\" of \"%V\" has no "
+                               "address", &target, &value[0]);
             return NGX_CONF_ERROR;
         }
 
@@ -398,12 +407,22 @@ ngx_http_psd_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     if (addrs.nelts == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "redis server \"%V\" has no %s", &server->name,
-                           server->mode == NGX_HTTP_PSD_REDIS_CLUSTER
-                           ? "seed node"
-                           : server->mode == NGX_HTTP_PSD_REDIS_SENTINEL
-                             ? "sentinel" : "address");
+        if (server->mode == NGX_HTTP_PSD_REDIS_SENTINEL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\" \"%V\" sentinel \"%V\" has no "
+                               "sentinel address", &value[0], &server->name,
+                               &server->master);
+
+        } else {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V\" \"%V\" %shas no %s", &value[0],
+                               &server->name,
+                               server->mode == NGX_HTTP_PSD_REDIS_CLUSTER
+                               ? "cluster " : "",
+                               server->mode == NGX_HTTP_PSD_REDIS_CLUSTER
+                               ? "seed node" : "address");
+        }
+
         return NGX_CONF_ERROR;
     }
 
@@ -909,6 +928,12 @@ ngx_http_psd_redis_init_process(ngx_cycle_t *cycle)
         topo->refresh.log = &topo->log;
         topo->refresh.cancelable = 1;
 
+        ngx_queue_init(&topo->retry);
+        topo->retry_ev.handler = ngx_http_psd_redis_retry_handler;
+        topo->retry_ev.data = topo;
+        topo->retry_ev.log = &topo->log;
+        topo->retry_ev.cancelable = 1;
+
         server->topo = topo;
 
         if (server->mode == NGX_HTTP_PSD_REDIS_CLUSTER) {
@@ -995,7 +1020,9 @@ void
 ngx_http_psd_redis_exit_process(ngx_cycle_t *cycle)
 {
     ngx_uint_t                     i, j;
+    ngx_queue_t                   *q;
     ngx_http_psd_main_conf_t      *pmcf;
+    ngx_http_psd_redis_slot_t     *slot;
     ngx_http_psd_redis_topo_t     *topo;
     ngx_http_psd_redis_server_t  **servers;
 
@@ -1012,6 +1039,18 @@ ngx_http_psd_redis_exit_process(ngx_cycle_t *cycle)
         if (topo) {
             if (topo->refresh.timer_set) {
                 ngx_del_timer(&topo->refresh);
+            }
+
+            if (topo->retry_ev.timer_set) {
+                ngx_del_timer(&topo->retry_ev);
+            }
+
+            while (!ngx_queue_empty(&topo->retry)) {
+                q = ngx_queue_head(&topo->retry);
+                ngx_queue_remove(q);
+                slot = ngx_queue_data(q, ngx_http_psd_redis_slot_t, queue);
+                slot->call = NULL;
+                ngx_http_psd_redis_slot_free(slot->node, slot);
             }
 
             for (j = 0; j < topo->nnodes; j++) {
@@ -1789,6 +1828,12 @@ ngx_http_psd_redis_fail(ngx_http_psd_redis_conn_t *conn, ngx_err_t err,
     if (conn->failures == 0 && conn->handshake_done) {
         delay = 1;
 
+    } else if (conn->sentinel
+               && conn->server->topo->failures < conn->server->naddrs)
+    {
+        /* one round over the sentinels goes at once */
+        delay = 1;
+
     } else {
         delay = NGX_HTTP_PSD_REDIS_BACKOFF_MIN
                 << ngx_min(conn->failures, 6);
@@ -2412,6 +2457,14 @@ ngx_http_psd_redis_enqueue_routed(ngx_http_psd_redis_call_t *call)
         conn = call->conns[i];
 
         if (conn->state == NGX_HTTP_PSD_REDIS_DOWN) {
+            if (conn->reconnect.timer_set && server->topo
+                && server->mode == NGX_HTTP_PSD_REDIS_CLUSTER)
+            {
+                /* traffic for a failed node: is a replica serving yet? */
+                ngx_http_psd_redis_topo_schedule(server->topo,
+                                               NGX_HTTP_PSD_REDIS_REFRESH_SOON);
+            }
+
             if (conn->reconnect.timer_set || !conn->fixed) {
                 return NGX_DECLINED;
             }
@@ -3323,16 +3376,9 @@ ngx_http_psd_redis_redirect(ngx_http_psd_redis_conn_t *conn,
     ngx_int_t                       keyslot;
     ngx_uint_t                      asking, j;
     socklen_t                       socklen;
-    const char                     *argv[1];
-    size_t                          argvlen[1];
-    char                           *cmd;
-    int                             len;
     ngx_sockaddr_t                  sa;
-    ngx_http_psd_redis_buf_t       *buf;
     ngx_http_psd_redis_topo_t      *topo;
     ngx_http_psd_redis_conn_t      *target;
-    ngx_http_psd_redis_slot_t      *ask;
-    ngx_http_psd_metrics_server_t  *ms;
 
     topo = conn->server->topo;
 
@@ -3353,6 +3399,17 @@ ngx_http_psd_redis_redirect(ngx_http_psd_redis_conn_t *conn,
 
     p = (u_char *) reply->str;
     last = p + reply->len;
+
+    if (reply->len >= 8 && ngx_strncmp(p, "TRYAGAIN", 8) == 0) {
+        slot->node = conn;
+        ngx_queue_insert_tail(&topo->retry, &slot->queue);
+
+        if (!topo->retry_ev.timer_set) {
+            ngx_add_timer(&topo->retry_ev, NGX_HTTP_PSD_REDIS_TRYAGAIN);
+        }
+
+        return NGX_OK;
+    }
 
     if (reply->len > 6 && ngx_strncmp(p, "MOVED ", 6) == 0) {
         asking = 0;
@@ -3408,6 +3465,27 @@ ngx_http_psd_redis_redirect(ngx_http_psd_redis_conn_t *conn,
         ngx_http_psd_redis_topo_schedule(topo, 0);
     }
 
+    slot->asking = asking;
+    slot->redirects++;
+
+    return ngx_http_psd_redis_resend(target, slot);
+}
+
+
+/* a command sent again, to "target", keeping its place in its call */
+
+static ngx_int_t
+ngx_http_psd_redis_resend(ngx_http_psd_redis_conn_t *target,
+    ngx_http_psd_redis_slot_t *slot)
+{
+    int                             len;
+    char                           *cmd;
+    size_t                          argvlen[1];
+    const char                     *argv[1];
+    ngx_http_psd_redis_buf_t       *buf;
+    ngx_http_psd_redis_slot_t      *ask;
+    ngx_http_psd_metrics_server_t  *ms;
+
     if (target->state == NGX_HTTP_PSD_REDIS_DOWN) {
         if (target->reconnect.timer_set) {
             return NGX_DECLINED;
@@ -3422,7 +3500,7 @@ ngx_http_psd_redis_redirect(ngx_http_psd_redis_conn_t *conn,
 
     buf = target->handshake_done ? &target->out : &target->held;
 
-    if (asking) {
+    if (slot->asking) {
         argv[0] = "ASKING";
         argvlen[0] = 6;
 
@@ -3459,13 +3537,13 @@ ngx_http_psd_redis_redirect(ngx_http_psd_redis_conn_t *conn,
 
     (void) ngx_http_psd_redis_append(target, buf, slot->cmd, slot->len);
 
-    slot->redirects++;
+    slot->node = target;
     ngx_queue_insert_tail(&target->pending, &slot->queue);
     target->npending++;
 
     if (ngx_http_psd_metrics) {
-        ms = ngx_http_psd_metrics_server(conn->server->index);
-        (void) ngx_atomic_fetch_add(&ms->pending, 1 + asking);
+        ms = ngx_http_psd_metrics_server(target->server->index);
+        (void) ngx_atomic_fetch_add(&ms->pending, 1 + slot->asking);
     }
 
     if (target->state == NGX_HTTP_PSD_REDIS_READY
@@ -3475,6 +3553,54 @@ ngx_http_psd_redis_redirect(ngx_http_psd_redis_conn_t *conn,
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * "TRYAGAIN": a multi-key script on a slot being migrated found some of
+ * its keys gone already.  The command waits a little and goes to the same
+ * node again (with ASKING if it was asked there), until it succeeds, is
+ * redirected, or its call's deadline passes.
+ */
+
+static void
+ngx_http_psd_redis_retry_handler(ngx_event_t *ev)
+{
+    ngx_http_psd_redis_topo_t  *topo = ev->data;
+
+    ngx_queue_t                 retry, *q;
+    ngx_http_psd_redis_call_t  *call;
+    ngx_http_psd_redis_slot_t  *slot;
+
+    if (ngx_queue_empty(&topo->retry)) {
+        return;
+    }
+
+    retry = topo->retry;
+    retry.next->prev = &retry;
+    retry.prev->next = &retry;
+    ngx_queue_init(&topo->retry);
+
+    while (!ngx_queue_empty(&retry)) {
+        q = ngx_queue_head(&retry);
+        ngx_queue_remove(q);
+        slot = ngx_queue_data(q, ngx_http_psd_redis_slot_t, queue);
+        call = slot->call;
+
+        if (call && ngx_http_psd_redis_resend(slot->node, slot) == NGX_OK) {
+            continue;
+        }
+
+        if (call) {
+            call->slots[slot->index] = NULL;
+        }
+
+        ngx_http_psd_redis_slot_free(slot->node, slot);
+
+        if (call) {
+            ngx_http_psd_redis_call_finish(call, NGX_HTTP_PSD_REDIS_ERROR);
+        }
+    }
 }
 
 
@@ -3546,9 +3672,11 @@ failed:
 
     /* the sentinel connection's own backoff brings us back */
 
-    topo->asking = 0;
+    topo->failures++;
+    topo->asking = (topo->failures < topo->server->naddrs
+                    && sentinel->reconnect.timer_set);
 
-    if (!ngx_http_psd_redis_topo_known(topo)) {
+    if (!topo->asking && !ngx_http_psd_redis_topo_known(topo)) {
         ngx_http_psd_redis_topo_release(topo, 0);
     }
 }
@@ -3597,6 +3725,8 @@ ngx_http_psd_redis_sentinel_answered(ngx_http_psd_redis_call_t *call)
         goto failed;
     }
 
+    topo->failures = 0;
+
     if (sub->type == REDIS_REPLY_ARRAY && sentinel->npending == 0
         && sentinel->state == NGX_HTTP_PSD_REDIS_READY)
     {
@@ -3607,12 +3737,21 @@ ngx_http_psd_redis_sentinel_answered(ngx_http_psd_redis_call_t *call)
 
 failed:
 
+    /*
+     * On to the next sentinel, at once; calls made meanwhile wait for it,
+     * until every sentinel of the round has failed.
+     */
+
+    topo->failures++;
+
     if (sentinel->state != NGX_HTTP_PSD_REDIS_DOWN) {
-        /* on to the next sentinel */
         ngx_http_psd_redis_fail(sentinel, 0, NULL);
     }
 
-    if (!ngx_http_psd_redis_topo_known(topo)) {
+    if (topo->failures < topo->server->naddrs) {
+        topo->asking = 1;
+
+    } else if (!ngx_http_psd_redis_topo_known(topo)) {
         ngx_http_psd_redis_topo_release(topo, 0);
     }
 }

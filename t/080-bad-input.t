@@ -85,8 +85,7 @@ my $CW = "psd_webhook carrier; psd_webhook_secret $K/stripe; psd_webhook_signatu
     ['psd_redis: at server level', $R, 'psd_redis other 127.0.0.1:6379;',
         ['"psd_redis" directive is not allowed here']],
     # cluster and sentinel (issue 12; also in t/090-cluster.t, t/091-sentinel.t)
-    (map { [ "psd_redis: $_->[0]", "psd_redis main $_->[1];", '', [ '"psd_redis"', @{ $_->[2] } ],
-             'the cluster and sentinel syntax (issue 12) is not merged yet' ] }
+    (map { [ "psd_redis: $_->[0]", "psd_redis main $_->[1];", '', [ '"psd_redis"', @{ $_->[2] } ] ] }
         ['cluster without seeds', 'cluster', ['cluster']],
         ['cluster seed without port', 'cluster 127.0.0.1', ['"127.0.0.1"']],
         ['db= with cluster', 'cluster 127.0.0.1:6379 db=1', ['"db=1"']],

@@ -180,7 +180,7 @@ ok keys %on >= 2, 'the vault keys are spread over the primaries: ' . join ' ', v
 === TEST 2: a slot migrated during traffic: counter, download limit and webhook keys of that slot; ASK, then MOVED; nothing lost
 --- workers: 2
 --- http_config
-    psd_redis main cluster $TEST_NGINX_CLUSTER_SEEDS timeout=3s;
+    psd_redis main cluster $TEST_NGINX_CLUSTER_SEEDS timeout=6s;
     psd_link_key k1 $TEST_NGINX_CONF_DIR/keys/k1;
 --- config
     location = /c { psd_counter $arg_k failure_mode=closed; }
@@ -228,7 +228,11 @@ for (my $i = 0; ; $i++) {
 my $m = cluster_migrate_wait($h);
 isnt $m->{to}, $from, "slot $slot moved from $from to $m->{to}";
 my @open = grep { $_->{t0} > $m->{phases}{migrating} && $_->{t0} < $m->{phases}{done} } @log;
-ok @open >= 6, scalar(@open) . ' requests while the slot was open (ASK)';
+# a script whose keys are half moved (a new webhook event, a new download
+# lease) is answered TRYAGAIN until the slot is closed: the module retries
+# it every 20 ms within its timeout, so such a request waits for the end
+# of the migration, and the loop sends little while the slot is open
+ok @open >= 1, scalar(@open) . ' request(s) sent while the slot was open (ASK, TRYAGAIN)';
 ok scalar(grep { $_->{t0} > $m->{phases}{done} } @log) >= 3, 'requests after it closed (MOVED)';
 for my $kind (qw(counter download webhook)) {
     my @k = grep { $_->{kind} eq $kind } @log;
@@ -309,11 +313,20 @@ is scalar(grep { ($_->{status} // 0) != 200 } @lim), 0,
     'limit (local): decided on this node meanwhile, never refused (' . statuses(@lim) . ')';
 is_deeply [ map { count_of($_) } @alive ], [ 2 .. @alive + 1 ],
     'the counter on another primary: counted throughout (' . statuses(@alive) . ')';
+# each worker learns the new map on its own: the other one may need a few
+# hundred milliseconds more
 my $n = @counts + 1;
-is_deeply [ map { count_of(http_get("/c?k=$k")) } 1 .. 3 ], [ $n + 1 .. $n + 3 ], 'and on';
+my (@after, $streak);
+for (my $until = time + 3; time < $until && ($streak // 0) < 3; ) {
+    push @after, http_get("/c?k=$k");
+    $streak = ($after[-1]{status} // 0) == 200 ? ($streak // 0) + 1 : 0;
+}
+is $streak, 3, 'and on: both workers serve its keys within 3 s (' . statuses(@after) . ')';
+my @later = map { count_of($_) } grep { ($_->{status} // 0) == 200 } @after;
+is_deeply \@later, [ $n + 1 .. $n + @later ], 'and on: each hit counted once';
 my $new = cluster_wait_failover($p);
 is cluster_node_for_key("psd:{cnt:$k}"), $new, "replica $new serves the slots";
-is redis_cmd_at($new, 'GET', "psd:{cnt:$k}"), $n + 3, 'the counter lives there';
+is redis_cmd_at($new, 'GET', "psd:{cnt:$k}"), $n + @later, 'the counter lives there';
 is_deeply [ worker_pids() ], \@workers, 'the same workers: no reload, no crash';
 cluster_node_start($p);      # back, as a replica, for the blocks after this one
 
