@@ -690,6 +690,7 @@ is_deeply metric_delta($m0, all_metrics()), { c('verified') => 3, c('failed') =>
 
 
 === TEST 10: Redis stops answering: 503 after the deadline; the retry is applied once
+--- no_cluster: stops the single redis-server
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=300ms;
 --- config

@@ -719,6 +719,7 @@ is redis_cmd('XLEN', 'psd:{audit:reveals}'), 0, 'no reveal was attempted';
 
 
 === TEST 14: a reveal whose audit record cannot be written is withdrawn: 503, the gateway never sees the card
+--- no_cluster: an ACL user on one redis-server
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=300ms;
     psd_redis noaudit 127.0.0.1:$TEST_NGINX_REDIS_PORT user=psd-noaudit password=noaudit-pw timeout=300ms;

@@ -573,6 +573,7 @@ is scalar(events('general')), 2, 'and no event';
 
 
 === TEST 7: Redis stopped: rating and resolve answer 503 + Retry-After, nothing recorded; back after
+--- no_cluster: stops the single redis-server
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT connect_timeout=300ms timeout=300ms;
     psd_link_key k1 $TEST_NGINX_CONF_DIR/keys/k1;
@@ -619,6 +620,7 @@ is record($id)->{csat_score}, 4, 'recorded once';
 
 
 === TEST 8: Redis killed: 503 with Retry-After; a stream that cannot be written leaves the ticket unresolved
+--- no_cluster: kills the single redis-server
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT connect_timeout=300ms timeout=300ms;
     psd_link_key k1 $TEST_NGINX_CONF_DIR/keys/k1;
