@@ -57,10 +57,13 @@ stop:
 
 # One prove run counts everything: unit tests, nginx tests and nginx -t of
 # every example in conf/.
-# the Lua packages let the lua-compat tests run (they skip without them)
+# the Lua packages let the lua-compat tests run (they skip without them).
+# Then the feature files again against a 3-primary Redis Cluster: any
+# command that spans hash slots fails there (CROSSSLOT).
 test: build
 	@util/deps --lua
 	prove -j$(PROVE_JOBS) $(UNIT_BINS) t/unit/*.t t/*.t
+	TEST_NGINX_REDIS_CLUSTER=1 prove -j$(PROVE_JOBS) t/*.t
 
 test-unit: deps unit
 	@for b in $(UNIT_BINS); do echo "# $$b"; $$b || exit 1; done
