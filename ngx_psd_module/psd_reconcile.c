@@ -390,7 +390,9 @@ psd_recon_major_parse(const char *s, size_t len, int exponent, int64_t *v)
             frac++;
         }
 
-        if (++digits > 18) {
+        digits++;
+
+        if (n > (INT64_MAX - (s[i] - '0')) / 10) {
             return -1;
         }
 
