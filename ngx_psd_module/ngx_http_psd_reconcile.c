@@ -221,6 +221,8 @@ ngx_http_psd_reconcile_merge_loc_conf(ngx_conf_t *cf, void *parent,
     ngx_http_psd_reconcile_loc_conf_t  *prev = parent;
     ngx_http_psd_reconcile_loc_conf_t  *conf = child;
 
+    ngx_uint_t  need;
+
     ngx_conf_merge_value(conf->enable, prev->enable, 0);
     ngx_conf_merge_str_value(conf->api_key, prev->api_key, "");
     ngx_conf_merge_uint_value(conf->page_size, prev->page_size, 1000);
@@ -244,14 +246,16 @@ ngx_http_psd_reconcile_merge_loc_conf(ngx_conf_t *cf, void *parent,
         return NGX_CONF_ERROR;
     }
 
-    /* a page reads two commands per order in one call */
+    /* a page reads two commands per order, or one per day, in one call */
 
-    if (2 * conf->page_size > conf->redis->max_pending) {
+    need = ngx_max(2 * conf->page_size, NGX_HTTP_PSD_RECON_MAX_DAYS);
+
+    if (need > conf->redis->max_pending) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"psd_reconcile_page_size\" %ui needs "
                            "\"max_pending=\" of at least %ui on redis "
-                           "server \"%V\"", conf->page_size,
-                           2 * conf->page_size, &conf->redis->name);
+                           "server \"%V\"", conf->page_size, need,
+                           &conf->redis->name);
         return NGX_CONF_ERROR;
     }
 
@@ -295,12 +299,12 @@ ngx_http_psd_reconcile_index(ngx_http_request_t *r,
     ngx_http_psd_redis_call_t *call, const char *order, ngx_str_t *kind,
     int64_t at)
 {
-    size_t                              argvlen[5], olen;
+    size_t                              argvlen[5], olen, tlen;
     int64_t                             day;
     const char                         *argv[5];
     ngx_http_psd_reconcile_loc_conf_t  *rlcf;
-    u_char                              dkey[32], okey[PSD_RECON_ORDER_MAX
-                                                       + 24];
+    u_char                              dkey[32];
+    u_char                              okey[PSD_RECON_ORDER_MAX + 24];
     u_char                              ttl[NGX_TIME_T_LEN];
     u_char                              score[NGX_INT64_LEN];
     u_char                              dayn[NGX_INT64_LEN];
@@ -329,6 +333,7 @@ ngx_http_psd_reconcile_index(ngx_http_request_t *r,
 
     day = at / 86400;
     psd_recon_day_format(day, date);
+    tlen = ngx_sprintf(ttl, "%T", rlcf->index_ttl) - ttl;
 
     argv[0] = "ZADD";
     argvlen[0] = 4;
@@ -348,7 +353,7 @@ ngx_http_psd_reconcile_index(ngx_http_request_t *r,
     argv[0] = "EXPIRE";
     argvlen[0] = 6;
     argv[2] = (const char *) ttl;
-    argvlen[2] = ngx_sprintf(ttl, "%T", rlcf->index_ttl) - ttl;
+    argvlen[2] = tlen;
 
     if (ngx_http_psd_redis_call_add(call, 3, argv, argvlen) != NGX_OK) {
         return NGX_ERROR;
@@ -370,7 +375,7 @@ ngx_http_psd_reconcile_index(ngx_http_request_t *r,
     argv[0] = "EXPIRE";
     argvlen[0] = 6;
     argv[2] = (const char *) ttl;
-    argvlen[2] = ngx_sprintf(ttl, "%T", rlcf->index_ttl) - ttl;
+    argvlen[2] = tlen;
 
     return ngx_http_psd_redis_call_add(call, 3, argv, argvlen);
 }

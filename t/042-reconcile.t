@@ -228,6 +228,17 @@ $r = export('from=2026-01-05&to=2026-01-05', Accept => 'application/json');
 is $r->{headers}{'content-type'}, 'application/json', 'Accept: application/json';
 is metric('psd_reconcile_exports_total{result="ok"}') - $ok0, 5, 'exports counted';
 is metric('psd_reconcile_rows_total') - $rows0, 2 + 1 + 3 + 0 + 2, 'rows counted';
+# the JSON export, with its period, against a Stripe export of the same days
+my $f = spew('export.json', export('from=2026-01-05&to=2026-01-06')->{body});
+my $g = spew('stripe.csv', join "\r\n",
+    'id,Type,Source,Amount,Fee,Net,Currency,Created (UTC),order_id (metadata)',
+    'txn_1,charge,ch_a,25.00,-0.98,24.02,eur,2026-01-05 10:00:01,ord_a',
+    'txn_2,charge,ch_b,49.00,-1.50,47.50,usd,2026-01-05 10:01:41,ord_b',
+    'txn_3,refund,re_b,-49.00,0.00,-49.00,usd,2026-01-06 00:00:51,ord_b',
+    'txn_4,charge,ch_c,9.00,-0.50,8.50,eur,2026-01-15 10:00:00,ord_c', '');
+my ($rc, $out) = cli('--orders', $f, '--gateway', $g);
+is $rc, 0, 'psd-reconcile: the JSON export agrees with the Stripe export' or diag $out;
+like $out, qr/outside the period 1\)/, 'the row of 2026-01-15 is outside the export\'s period';
 # HEAD
 $r = http_request("HEAD /recon?from=2026-01-05&to=2026-01-06 HTTP/1.1\r\nHost: localhost\r\n"
     . "Connection: close\r\nAuthorization: Bearer $API_KEY\r\n\r\n");
@@ -443,7 +454,7 @@ like $r->{body}, qr/\r\nord_ok,,,,paid,,,,,\r\nord_gone,,,,,,,,,\r\n\z/, 'CSV: e
 
 === TEST 12: psd_reconcile_page_size larger than the server's max_pending allows
 --- http_config
-    psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT max_pending=100;
+    psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT max_pending=101;
 --- config
     location = /recon { psd_reconcile on; psd_reconcile_api_key $TEST_NGINX_CONF_DIR/keys/api; psd_reconcile_page_size 51; }
 --- must_die
@@ -452,7 +463,18 @@ like $r->{body}, qr/\r\nord_ok,,,,paid,,,,,\r\nord_gone,,,,,,,,,\r\n\z/, 'CSV: e
 
 
 
-=== TEST 13: psd_reconcile off in a location inside one that has it
+=== TEST 13: a range's days in one call: max_pending below 92
+--- http_config
+    psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT max_pending=91;
+--- config
+    location = /recon { psd_reconcile on; psd_reconcile_api_key $TEST_NGINX_CONF_DIR/keys/api; psd_reconcile_page_size 10; }
+--- must_die
+--- error_log
+"psd_reconcile_page_size" 10 needs "max_pending=" of at least 92 on redis server "main"
+
+
+
+=== TEST 14: psd_reconcile off in a location inside one that has it
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT max_pending=100;
 --- config
