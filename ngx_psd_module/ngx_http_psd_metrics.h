@@ -173,7 +173,22 @@
       "sla=\"first_response\"", "counter",                                   \
       "Tickets answered or resolved after their SLA time.")                   \
     X(TICKET_RESOLUTION_LATE, "psd_ticket_sla_breaches_total",                \
-      "sla=\"resolution\"", "", "")
+      "sla=\"resolution\"", "", "")                                           \
+    X(RECONCILE_EXPORT_OK, "psd_reconcile_exports_total", "result=\"ok\"",    \
+      "counter", "Reconciliation export pages answered, by result.")          \
+    X(RECONCILE_EXPORT_INVALID, "psd_reconcile_exports_total",                \
+      "result=\"invalid\"", "", "")                                           \
+    X(RECONCILE_EXPORT_UNAUTHORIZED, "psd_reconcile_exports_total",           \
+      "result=\"unauthorized\"", "", "")                                      \
+    X(RECONCILE_EXPORT_FAILED, "psd_reconcile_exports_total",                 \
+      "result=\"failed\"", "", "")                                            \
+    X(RECONCILE_ROWS, "psd_reconcile_rows_total", "", "counter",              \
+      "Orders listed by the reconciliation export.")                          \
+    X(RECONCILE_INDEX_WRITTEN, "psd_reconcile_index_writes_total",            \
+      "result=\"ok\"", "counter",                                             \
+      "Payment events written to the reconciliation index, by result.")       \
+    X(RECONCILE_INDEX_FAILED, "psd_reconcile_index_writes_total",             \
+      "result=\"failed\"", "", "")
 
 
 /*

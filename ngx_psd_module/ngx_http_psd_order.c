@@ -22,6 +22,7 @@
 #include "ngx_http_psd_link.h"
 #include "ngx_http_psd_order.h"
 #include "ngx_http_psd_carrier.h"
+#include "ngx_http_psd_reconcile.h"
 #include "psd_cidr.h"
 #include "psd_crypto.h"
 #include "psd_link.h"
@@ -1084,7 +1085,8 @@ ngx_http_psd_webhook_process(ngx_http_request_t *r,
                                            "invalid_order");
     }
 
-    call = ngx_http_psd_redis_call_create(r, olcf->redis, 1);
+    call = ngx_http_psd_redis_call_create(r, olcf->redis,
+                                    1 + NGX_HTTP_PSD_RECONCILE_INDEX_CMDS);
     if (call == NULL) {
         json_decref(json);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1138,7 +1140,9 @@ ngx_http_psd_webhook_process(ngx_http_request_t *r,
     if (ngx_http_psd_redis_call_add_script(call,
                                            &ngx_http_psd_order_apply_script,
                                            3, 11, argv, argvlen)
-        != NGX_OK)
+        != NGX_OK
+        || ngx_http_psd_reconcile_index(r, call, order, kind, created)
+           != NGX_OK)
     {
         json_decref(json);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -1222,6 +1226,11 @@ ngx_http_psd_webhook_applied(ngx_http_psd_redis_call_t *call)
 
         default:
             ngx_http_psd_count(WEBHOOK_OUTRANKED);
+        }
+
+        /* applied once and for all; the gateway's retry writes the index */
+        if (ngx_http_psd_reconcile_indexed(r, call, 1) != NGX_OK) {
+            ctx->http_status = NGX_HTTP_SERVICE_UNAVAILABLE;
         }
     }
 

@@ -360,6 +360,32 @@ my $CW = "psd_webhook carrier; psd_webhook_secret $K/stripe; psd_webhook_signatu
         ['rating links need at least one "psd_link_key"']],
     ['psd_ticket_rating maybe', "$R $LK", 'location /rate/ { psd_ticket_rating maybe; }',
         ['invalid value "maybe" in "psd_ticket_rating" directive']],
+    # reconciliation
+    ['psd_reconcile without psd_reconcile_api_key', $R, 'location /r { psd_reconcile on; }',
+        ['"psd_reconcile" needs "psd_reconcile_api_key"']],
+    ['psd_reconcile maybe', $R, "location /r { psd_reconcile maybe; psd_reconcile_api_key $K/api; }",
+        ['invalid value "maybe" in "psd_reconcile" directive']],
+    ['psd_reconcile at server level', $R, 'psd_reconcile on;',
+        ['"psd_reconcile" directive is not allowed here']],
+    ['psd_reconcile_api_key: short file', $R, "location /r { psd_reconcile on; psd_reconcile_api_key $K/api-short; }",
+        ['api-short']],
+    ['psd_reconcile_page_size 0', $R, "psd_reconcile_page_size 0;",
+        ['"psd_reconcile_page_size"', '"0"']],
+    ['psd_reconcile_page_size 5001', $R, "psd_reconcile_page_size 5001;",
+        ['"psd_reconcile_page_size"', '"5001"']],
+    ['psd_reconcile_page_size abc', $R, "psd_reconcile_page_size abc;",
+        ['"psd_reconcile_page_size" directive invalid number']],
+    ['psd_reconcile_page_size beyond max_pending', 'psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT max_pending=500;',
+        "location /r { psd_reconcile on; psd_reconcile_api_key $K/api; psd_reconcile_page_size 300; }",
+        ['"psd_reconcile_page_size" 300 needs "max_pending=" of at least 600 on redis server "main"']],
+    ['psd_reconcile_index_ttl 1h (below 1d)', $R, "psd_reconcile_index_ttl 1h;",
+        ['"psd_reconcile_index_ttl"', '"1h"']],
+    ['psd_reconcile_index_ttl 11y', $R, "psd_reconcile_index_ttl 11y;",
+        ['"psd_reconcile_index_ttl"', '"11y"']],
+    ['psd_reconcile_index_ttl abc', $R, "psd_reconcile_index_ttl abc;",
+        ['"psd_reconcile_index_ttl" directive invalid value']],
+    ['psd_reconcile_redis: unknown server', $R, "location /r { psd_reconcile on; psd_reconcile_api_key $K/api; psd_reconcile_redis nosuch; }",
+        ['unknown redis server "nosuch"']],
 );
 
 # ---------------------------------------------------------------------------
@@ -650,6 +676,27 @@ $REQ{rating} = [
     ['rating: body over 16 KiB', jpost($rated, '{"score":3,"comment":"' . ('c' x 17000) . '"}'), 413, 'body_too_large'],
     ['rating: PUT', raw('PUT', "$rated&score=3", ''), 405, 'method_not_allowed'],
 ];
+my $RQ = 'from=2026-01-01&to=2026-01-31';
+sub rget { raw('GET', "/r?$_[0]", undef, "Authorization: Bearer $API_KEY") }
+$REQ{reconcile} = [
+    ['reconcile: no Authorization', get("/r?$RQ"), 401, 'unauthorized'],
+    ['reconcile: wrong key', raw('GET', "/r?$RQ", undef, 'Authorization: Bearer wrong-key-0000000000'), 401, 'unauthorized'],
+    ['reconcile: POST', apost("/r?$RQ", '{}'), 405, 'method_not_allowed'],
+    ['reconcile: no from', rget('to=2026-01-31'), 400, 'invalid_field', 'from'],
+    ['reconcile: from 2026-02-30', rget('from=2026-02-30&to=2026-03-01'), 400, 'invalid_field', 'from'],
+    ['reconcile: from in another form', rget('from=01/01/2026&to=2026-01-31'), 400, 'invalid_field', 'from'],
+    ['reconcile: no to', rget('from=2026-01-01'), 400, 'invalid_field', 'to'],
+    ['reconcile: to with a time', rget('from=2026-01-01&to=2026-01-31T00:00:00Z'), 400, 'invalid_field', 'to'],
+    ['reconcile: to before from', rget('from=2026-01-31&to=2026-01-01'), 400, 'invalid_range'],
+    ['reconcile: 93 days', rget('from=2026-01-01&to=2026-04-03'), 400, 'range_too_long'],
+    ['reconcile: format=xlsx', rget("$RQ&format=xlsx"), 400, 'invalid_field', 'format'],
+    ['reconcile: limit=0', rget("$RQ&limit=0"), 400, 'invalid_field', 'limit'],
+    ['reconcile: limit over the page size', rget("$RQ&limit=1001"), 400, 'invalid_field', 'limit'],
+    ['reconcile: limit=-5', rget("$RQ&limit=-5"), 400, 'invalid_field', 'limit'],
+    ['reconcile: cursor outside the range', rget("$RQ&cursor=2026-02-01.0"), 400, 'invalid_field', 'cursor'],
+    ['reconcile: cursor without a rank', rget("$RQ&cursor=2026-01-05."), 400, 'invalid_field', 'cursor'],
+    ['reconcile: cursor garbage', rget("$RQ&cursor=%27%3Bdrop"), 400, 'invalid_field', 'cursor'],
+];
 
 # the block's sections, from a table
 sub raws  { [ map { $_->[1] } @{ $REQ{ $_[0] } } ] }
@@ -906,3 +953,16 @@ main::likes('carrier')
 --- check
 not_reached('carrier', @_);
 is scalar @{ redis_cmd('KEYS', '*') }, 0, 'carrier: nothing written to Redis';
+=== TEST 9: reconciliation export: auth, method, bad ranges, formats, limits and cursors; nothing read or written
+--- http_config
+    psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=500ms;
+--- config
+    location = /r { psd_reconcile on; psd_reconcile_api_key $TEST_NGINX_CONF_DIR/keys/api; }
+--- raw_request eval
+main::raws('reconcile')
+--- error_code eval
+main::codes('reconcile')
+--- response_body_like eval
+main::likes('reconcile')
+--- check
+is scalar @{ redis_cmd('KEYS', '*') }, 0, 'reconcile: nothing written to Redis';
