@@ -128,7 +128,7 @@ is deliver(order => 'ord_2', type => 'charge.failed', at => 100)->{status}, 200,
 is redis_cmd('ZSCORE', 'psd:{recon:2026-01-05}', 'ord_2'), undef, 'a failure is not indexed';
 is redis_cmd('EXISTS', 'psd:{order:ord_2}:recon'), 0, 'nor its days';
 # the index lost: the gateway's replay (a duplicate for the order) writes it again
-redis_cmd('DEL', 'psd:{recon:2026-01-05}', 'psd:{order:ord_1}:recon');
+redis_cmd('DEL', $_) for 'psd:{recon:2026-01-05}', 'psd:{order:ord_1}:recon';
 is deliver(order => 'ord_1', at => 3600, id => 'evt_1')->{status}, 200, 'the replay';
 is redis_cmd('HGET', 'psd:{order:ord_1}', 'state'), 'chargeback', 'the order did not move';
 is redis_cmd('ZSCORE', 'psd:{recon:2026-01-05}', 'ord_1'), $D0 + 3600, 'the index is back';
@@ -402,6 +402,7 @@ is_error(export('from=2026-01-01'), 400, 'invalid_field', 'bad range, Redis down
 
 
 === TEST 9: Redis stops answering in the middle of a page: 503 after the deadline, then back
+--- no_cluster: stops the single redis-server
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=300ms;
 --- config
