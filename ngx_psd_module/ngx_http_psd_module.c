@@ -868,6 +868,60 @@ ngx_http_psd_body_bytes(ngx_http_request_t *r, size_t max, u_char **data,
 
 
 /*
+ * Starts reading a signed body (webhooks) from a phase handler: POST only,
+ * one memory buffer, never a temporary file.  The post handler runs the
+ * phases again once the body is in.
+ */
+
+ngx_int_t
+ngx_http_psd_read_signed_body(ngx_http_request_t *r,
+    ngx_http_client_body_handler_pt post_handler)
+{
+    ngx_int_t                  rc;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (r->method != NGX_HTTP_POST) {
+        return ngx_http_psd_finalize_in_phase(r,
+                   ngx_http_psd_send_json_error(r, NGX_HTTP_NOT_ALLOWED,
+                                                "method_not_allowed", NULL));
+    }
+
+    /* what would not fit the memory buffer is never read to a file */
+
+    clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
+
+    if (r->headers_in.content_length_n
+        >= (off_t) clcf->client_body_buffer_size)
+    {
+        return ngx_http_psd_finalize_in_phase(r,
+                   ngx_http_psd_send_json_error(r,
+                                          NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
+                                          "body_too_large", NULL));
+    }
+
+    /* the raw body must stay in memory: it is what was signed */
+
+    r->request_body_in_single_buf = 1;
+    r->request_body_in_persistent_file = 0;
+
+    rc = ngx_http_read_client_request_body(r, post_handler);
+
+    if (rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    /*
+     * The read's reference is given back at once, as the mirror module
+     * does: a read that fails later closes the request as nginx expects.
+     */
+
+    ngx_http_finalize_request(r, NGX_DONE);
+
+    return NGX_DONE;
+}
+
+
+/*
  * A small JSON object from a request body that was read into memory.
  * NGX_OK with *json (the caller decrefs it), or an HTTP status with a
  * stable error code in *error.

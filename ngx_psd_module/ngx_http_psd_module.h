@@ -94,6 +94,8 @@ ngx_table_elt_t *ngx_http_psd_header_in(ngx_http_request_t *r,
 ngx_int_t ngx_http_psd_headers_in_remove(ngx_http_request_t *r,
     const char *name, ngx_uint_t prefix);
 ngx_uint_t ngx_http_psd_bearer_ok(ngx_http_request_t *r, ngx_str_t *key);
+ngx_int_t ngx_http_psd_read_signed_body(ngx_http_request_t *r,
+    ngx_http_client_body_handler_pt post_handler);
 ngx_int_t ngx_http_psd_read_post(ngx_http_request_t *r, ngx_str_t *api_key,
     off_t max, ngx_http_client_body_handler_pt post_handler);
 ngx_int_t ngx_http_psd_body_bytes(ngx_http_request_t *r, size_t max,

@@ -688,7 +688,6 @@ static ngx_int_t
 ngx_http_psd_webhook_handler(ngx_http_request_t *r)
 {
     ngx_int_t                       rc;
-    ngx_http_core_loc_conf_t       *clcf;
     ngx_http_psd_order_ctx_t       *ctx;
     ngx_http_psd_order_loc_conf_t  *olcf;
 
@@ -703,26 +702,6 @@ ngx_http_psd_webhook_handler(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_psd_order_module);
 
     if (ctx == NULL) {
-        if (r->method != NGX_HTTP_POST) {
-            return ngx_http_psd_finalize_in_phase(r,
-                       ngx_http_psd_send_json_error(r, NGX_HTTP_NOT_ALLOWED,
-                                                    "method_not_allowed",
-                                                    NULL));
-        }
-
-        /* what would not fit the memory buffer is never read to a file */
-
-        clcf = ngx_http_get_module_loc_conf(r, ngx_http_core_module);
-
-        if (r->headers_in.content_length_n
-            >= (off_t) clcf->client_body_buffer_size)
-        {
-            return ngx_http_psd_finalize_in_phase(r,
-                       ngx_http_psd_send_json_error(r,
-                               NGX_HTTP_REQUEST_ENTITY_TOO_LARGE,
-                               "body_too_large", NULL));
-        }
-
         ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_psd_order_ctx_t));
         if (ctx == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -730,26 +709,7 @@ ngx_http_psd_webhook_handler(ngx_http_request_t *r)
 
         ngx_http_set_ctx(r, ctx, ngx_http_psd_order_module);
 
-        /* the raw body must stay in memory: it is what was signed */
-
-        r->request_body_in_single_buf = 1;
-        r->request_body_in_persistent_file = 0;
-
-        rc = ngx_http_read_client_request_body(r,
-                                               ngx_http_psd_webhook_body);
-
-        if (rc == NGX_ERROR || rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-            return rc;
-        }
-
-        /*
-         * The read's reference is given back at once, as the mirror module
-         * does: a read that fails later closes the request as nginx
-         * expects.  The body handler runs the phases again.
-         */
-
-        ngx_http_finalize_request(r, NGX_DONE);
-        return NGX_DONE;
+        return ngx_http_psd_read_signed_body(r, ngx_http_psd_webhook_body);
     }
 
     if (ctx->waiting || !ctx->body_done) {
