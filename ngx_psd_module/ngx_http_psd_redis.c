@@ -754,6 +754,16 @@ ngx_http_psd_redis_conf_tls(ngx_conf_t *cf,
     cln->handler = ngx_ssl_cleanup_ctx;
     cln->data = server->ssl;
 
+    /*
+     * ngx_http_psd_redis_flush() retries an SSL_write() that wanted to
+     * write with the same bytes, but a command queued meanwhile may have
+     * grown the output buffer, that is moved it: without this mode OpenSSL
+     * refuses the retry ("bad write retry") and the connection fails with
+     * every command on it.
+     */
+
+    SSL_CTX_set_mode(server->ssl->ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+
     if (server->tls_trusted_certificate.len
         && ngx_ssl_trusted_certificate(cf, server->ssl,
                                        &server->tls_trusted_certificate, 2)

@@ -7,6 +7,7 @@ use strict;
 use warnings;
 use IO::Socket::IP;
 use IO::Select;
+use Socket qw(SOL_SOCKET SO_RCVBUF IPPROTO_TCP TCP_MAXSEG);
 use POSIX ();
 use File::Path qw(make_path);
 use Time::HiRes qw(time sleep);
@@ -173,12 +174,21 @@ sub redis_restart { _single(); _kill(); _start() }
 # fake_redis_start(sub { my ($sock) = @_; ... }, port => P) forks a server on
 # 127.0.0.1:P (default $TEST_NGINX_FAKE_REDIS_PORT) that runs the handler in
 # a new process for each connection; returns the port.
+# rcvbuf => bytes, mss => bytes: a small receive buffer and a small maximum
+# segment size for the connections, so that a client's writes back up: both
+# are set on the listening socket, before any SYN, because the window and the
+# MSS are announced in the SYN-ACK.  Both are needed on loopback, where an
+# MSS of 64 KiB makes the client's send buffer grow to about 4 MB.
 sub fake_redis_start {
     my ($handler, %o) = @_;
     my $port = $o{port} // $FAKE_PORT;
     my $l = IO::Socket::IP->new(LocalHost => '127.0.0.1', LocalPort => $port,
                                 Listen => 128, ReuseAddr => 1, Proto => 'tcp')
         or die "fake_redis_start: cannot listen on $port: $@\n";
+    setsockopt($l, SOL_SOCKET, SO_RCVBUF, pack 'i', $o{rcvbuf})
+        or die "fake_redis_start: SO_RCVBUF: $!\n" if $o{rcvbuf};
+    setsockopt($l, IPPROTO_TCP, TCP_MAXSEG, pack 'i', $o{mss})
+        or die "fake_redis_start: TCP_MAXSEG: $!\n" if $o{mss};
     make_path("$SERVROOT/redis");
     my $spid = fork // die "fork: $!";
     if (!$spid) {
