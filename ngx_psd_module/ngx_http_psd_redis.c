@@ -2106,25 +2106,26 @@ ngx_http_psd_redis_call_create(ngx_http_request_t *r,
         }
     }
 
-    call = ngx_pcalloc(pool, sizeof(ngx_http_psd_redis_call_t));
+    /* the call and its per-command arrays: one allocation on a hot path */
+
+    call = ngx_pcalloc(pool, sizeof(ngx_http_psd_redis_call_t)
+                             + ncmds * (sizeof(redisReply *) + sizeof(void *)
+                                        + sizeof(void *) + sizeof(void *)
+                                        + sizeof(ngx_int_t) + sizeof(char *)
+                                        + sizeof(size_t)));
     if (call == NULL) {
         goto failed;
     }
 
-    call->replies = ngx_pcalloc(pool, ncmds * sizeof(redisReply *));
-    call->slots = ngx_pcalloc(pool, ncmds * sizeof(void *));
-    call->scripts = ngx_pcalloc(pool, ncmds * sizeof(void *));
-    call->conns = ngx_pcalloc(pool, ncmds * sizeof(void *));
-    call->keyslots = ngx_pcalloc(pool, ncmds * sizeof(ngx_int_t));
-    call->cmds = ngx_pcalloc(pool, ncmds * sizeof(char *));
-    call->lens = ngx_pcalloc(pool, ncmds * sizeof(size_t));
+    /* every element is pointer-sized, so each array stays aligned */
 
-    if (call->replies == NULL || call->slots == NULL || call->scripts == NULL
-        || call->conns == NULL || call->keyslots == NULL || call->cmds == NULL
-        || call->lens == NULL)
-    {
-        goto failed;
-    }
+    call->replies = (redisReply **) (call + 1);
+    call->slots = (ngx_http_psd_redis_slot_t **) (call->replies + ncmds);
+    call->scripts = (ngx_http_psd_redis_script_t **) (call->slots + ncmds);
+    call->conns = (ngx_http_psd_redis_conn_t **) (call->scripts + ncmds);
+    call->keyslots = (ngx_int_t *) (call->conns + ncmds);
+    call->cmds = (char **) (call->keyslots + ncmds);
+    call->lens = (size_t *) (call->cmds + ncmds);
 
     cln = ngx_pool_cleanup_add(pool, 0);
     if (cln == NULL) {

@@ -91,7 +91,11 @@ my $CW = "psd_webhook carrier; psd_webhook_secret $K/stripe; psd_webhook_signatu
         ['db= with cluster', 'cluster 127.0.0.1:6379 db=1', ['"db=1"']],
         ['sentinel without master name', 'sentinel', ['sentinel']],
         ['sentinel without sentinels', 'sentinel psdmaster', ['psdmaster']],
-        ['sentinel without port', 'sentinel psdmaster 127.0.0.1', ['"127.0.0.1"']]),
+        ['sentinel without port', 'sentinel psdmaster 127.0.0.1', ['"127.0.0.1"']],
+        ['sentinel_password= without sentinel', '127.0.0.1:6379 sentinel_password=x',
+            ['option "sentinel_password"', 'needs "sentinel"']],
+        ['a second address without cluster or sentinel', '127.0.0.1:6379 127.0.0.1:6380',
+            ['invalid value "127.0.0.1:6380"', 'need "cluster" or "sentinel"']]),
     # unknown server names in feature directives
     ['psd_link_redis: unknown server', "$R $LK", 'location /d/ { psd_link on; psd_link_revocation on; psd_link_redis nosuch; }',
         ['unknown redis server "nosuch"']],
