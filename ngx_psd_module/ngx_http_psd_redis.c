@@ -175,7 +175,7 @@ static void ngx_http_psd_redis_call_timeout(ngx_event_t *ev);
 static void ngx_http_psd_redis_call_cleanup(void *data);
 static void ngx_http_psd_redis_call_start(ngx_http_psd_redis_call_t *call);
 static ngx_int_t ngx_http_psd_redis_keyslot(int argc, const char **argv,
-    const size_t *argvlen);
+    const size_t *argvlen, ngx_uint_t route);
 static ngx_int_t ngx_http_psd_redis_enqueue(ngx_http_psd_redis_call_t *call);
 static ngx_int_t ngx_http_psd_redis_enqueue_on(ngx_http_psd_redis_call_t *call,
     ngx_http_psd_redis_conn_t *conn);
@@ -2170,7 +2170,9 @@ ngx_http_psd_redis_call_add(ngx_http_psd_redis_call_t *call, int argc,
      * suite proves each command would run on a cluster.
      */
 
-    keyslot = ngx_http_psd_redis_keyslot(argc, argv, argvlen);
+    keyslot = ngx_http_psd_redis_keyslot(argc, argv, argvlen,
+                                         call->server->mode
+                                         == NGX_HTTP_PSD_REDIS_CLUSTER);
 
     if (keyslot == NGX_ERROR) {
         ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, 0,
@@ -2194,14 +2196,15 @@ ngx_http_psd_redis_call_add(ngx_http_psd_redis_call_t *call, int argc,
 
 
 /*
- * The slot a command's keys live in, NGX_DECLINED for a command without
- * keys, or NGX_ERROR when its keys live in several slots (Redis Cluster
- * would answer CROSSSLOT).
+ * The slot a command's keys live in (for routing), NGX_DECLINED for a
+ * command without keys or when no route is wanted, or NGX_ERROR when its
+ * keys live in several slots (Redis Cluster would answer CROSSSLOT).
+ * Multi-key commands are checked whatever "route" says.
  */
 
 static ngx_int_t
 ngx_http_psd_redis_keyslot(int argc, const char **argv,
-    const size_t *argvlen)
+    const size_t *argvlen, ngx_uint_t route)
 {
     int          i, first, last;
     ngx_int_t    n;
@@ -2209,37 +2212,30 @@ ngx_http_psd_redis_keyslot(int argc, const char **argv,
     const char  *name;
     size_t       len;
 
-    static const char  *keyless[] = {
-        "PING", "SCRIPT", "INFO", "TIME", "CLUSTER", "ASKING", "SENTINEL",
-        "SUBSCRIBE", "CLIENT", "ECHO", "AUTH", "SELECT", "HELLO", "ROLE",
-        NULL
+    static ngx_str_t  keyless[] = {
+        ngx_string("PING"), ngx_string("SCRIPT"), ngx_string("INFO"),
+        ngx_string("TIME"), ngx_string("CLUSTER"), ngx_string("ASKING"),
+        ngx_string("SENTINEL"), ngx_string("SUBSCRIBE"),
+        ngx_string("CLIENT"), ngx_string("ECHO"), ngx_string("AUTH"),
+        ngx_string("SELECT"), ngx_string("HELLO"), ngx_string("ROLE"),
+        ngx_null_string
     };
 
-    static const char  *allkeys[] = {
-        "DEL", "UNLINK", "EXISTS", "MGET", "TOUCH", NULL
+    static ngx_str_t  allkeys[] = {
+        ngx_string("DEL"), ngx_string("UNLINK"), ngx_string("EXISTS"),
+        ngx_string("MGET"), ngx_string("TOUCH"), ngx_null_string
     };
 
     name = argv[0];
     len = argvlen[0];
-
-    for (i = 0; keyless[i]; i++) {
-        if (len == ngx_strlen(keyless[i])
-            && ngx_strncasecmp((u_char *) name, (u_char *) keyless[i], len)
-               == 0)
-        {
-            return NGX_DECLINED;
-        }
-    }
-
     first = 1;
     last = 1;
 
-    if ((len == 4 && ngx_strncasecmp((u_char *) name, (u_char *) "EVAL", 4)
-                     == 0)
-        || (len == 7
-            && ngx_strncasecmp((u_char *) name, (u_char *) "EVALSHA", 7)
-               == 0))
+    if ((len == 4 || len == 7) && (name[0] == 'E' || name[0] == 'e')
+        && ngx_strncasecmp((u_char *) name, (u_char *) "EVALSHA", len) == 0)
     {
+        /* EVAL or EVALSHA: the keys follow their count */
+
         if (argc < 3) {
             return NGX_DECLINED;
         }
@@ -2257,19 +2253,33 @@ ngx_http_psd_redis_keyslot(int argc, const char **argv,
         last = 2 + n;
 
     } else {
-        for (i = 0; allkeys[i]; i++) {
-            if (len == ngx_strlen(allkeys[i])
-                && ngx_strncasecmp((u_char *) name, (u_char *) allkeys[i],
-                                   len)
+        for (i = 0; allkeys[i].len; i++) {
+            if (len == allkeys[i].len
+                && ngx_strncasecmp((u_char *) name, allkeys[i].data, len)
                    == 0)
             {
                 last = argc - 1;
                 break;
             }
         }
+
+        if (last == 1) {
+            if (!route) {
+                return NGX_DECLINED;        /* one key: nothing to check */
+            }
+
+            for (i = 0; keyless[i].len; i++) {
+                if (len == keyless[i].len
+                    && ngx_strncasecmp((u_char *) name, keyless[i].data, len)
+                       == 0)
+                {
+                    return NGX_DECLINED;
+                }
+            }
+        }
     }
 
-    if (argc <= first) {
+    if (argc <= first || (!route && last == first)) {
         return NGX_DECLINED;
     }
 
