@@ -50,6 +50,7 @@ our $VAULT_2 = sha256('psd secrets test: vault key 2');
 our $FP_KEY = sha256('psd secrets test: fingerprint key') . 'extra-fingerprint-key-bytes';
 our $REVEAL = 'psd-secrets-reveal-key-8d3f0a6b1c';
 our $STRIPE = 'whsec_secrets_test_5c1e7a9b3d2f4e6a8c0b';
+our $CARRIER = 'carrier-secrets-test-7e21c9d04b3a5f68';
 die "a test key ends in a newline\n" if grep { /[\r\n]\z/ } $VAULT_1, $VAULT_2, $FP_KEY;
 write_keys();                                          # link keys k1, k2 and the API key
 write_key_file('vault-1', $VAULT_1);
@@ -57,6 +58,7 @@ write_key_file('vault-2-hex', unpack('H*', $VAULT_2) . "\n");
 write_key_file('fp', $FP_KEY);
 write_key_file('reveal', "$REVEAL\n");
 write_key_file('stripe', "$STRIPE\n");
+write_key_file('carrier', "$CARRIER\n");
 
 our @PANS = qw(4242424242424242 4111111111111111 5555555555554444 378282246310005);
 our $QUERY_PAN = '6011111111111117';        # sent only in a query string
@@ -127,7 +129,7 @@ sub secrets {
             ["$k hex (last 16 bytes)", unpack('H*', substr $b, -16)];
     }
     push @s, ['reveal key', $REVEAL], ['API key', $API_KEY], ['webhook secret', $STRIPE],
-        ['webhook secret without prefix', $STRIPE =~ s/^whsec_//r];
+        ['webhook secret without prefix', $STRIPE =~ s/^whsec_//r], ['carrier secret', $CARRIER];
     return @s;
 }
 
@@ -195,7 +197,7 @@ run_tests();
 
 __DATA__
 
-=== TEST 1: tokenize, reveal, refuse, links, a webhook: no card data or key in the logs, the responses or Redis
+=== TEST 1: tokenize, reveal, refuse, links, payment and carrier webhooks, the reconciliation export: no card data or key in the logs, the responses or Redis
 --- http_config
     psd_redis main 127.0.0.1:$TEST_NGINX_REDIS_PORT timeout=200ms connect_timeout=200ms;
     psd_vault_key v1 $TEST_NGINX_CONF_DIR/keys/vault-1;
@@ -250,6 +252,19 @@ __DATA__
     location = /stripe {
         psd_webhook stripe;
         psd_webhook_secret $TEST_NGINX_CONF_DIR/keys/stripe;
+    }
+    location = /carrier {
+        psd_webhook carrier;
+        psd_webhook_secret $TEST_NGINX_CONF_DIR/keys/carrier;
+        psd_webhook_signature hmac-sha256 X-Carrier-Signature hex;
+        psd_webhook_carrier_path order order;
+        psd_webhook_carrier_path tracking tracking;
+        psd_webhook_carrier_path status status;
+        psd_webhook_carrier_path time at;
+    }
+    location = /recon {
+        psd_reconcile on;
+        psd_reconcile_api_key $TEST_NGINX_CONF_DIR/keys/api;
     }
     location = /metrics { psd_metrics; }
 --- user_files
@@ -381,6 +396,17 @@ $r = post('/stripe', $ev, headers => "Stripe-Signature: t=$t,v1=" . hmac_sha256_
 is $r->{status}, 200, 'webhook verified';
 $r = post('/stripe', $ev, headers => "Stripe-Signature: t=$t,v1=" . ('0' x 64) . "\r\n");
 is $r->{status}, 401, 'webhook with a bad signature';
+my $cev = qq({"order":"ord-s1","tracking":"TRK1","status":"delivered","at":) . int(time) . '}';
+$r = post('/carrier', $cev, headers => 'X-Carrier-Signature: ' . hmac_sha256_hex($cev, $main::CARRIER) . "\r\n");
+is $r->{status}, 200, 'carrier webhook verified';
+$r = post('/carrier', $cev, headers => 'X-Carrier-Signature: ' . ('0' x 64) . "\r\n");
+is $r->{status}, 401, 'carrier webhook with a bad signature';
+my $day = do { my @t = gmtime; sprintf '%04d-%02d-%02d', $t[5] + 1900, $t[4] + 1, $t[3] };
+$r = get("/recon?from=$day&to=$day&format=csv", "Authorization: Bearer $API_KEY\r\n");
+keep($r);
+like $r->{body}, qr/^ord-s1,pi_s1,4900,eur,paid,/m, 'the reconciliation export lists the order';
+$r = get("/recon?from=$day&to=$day", "Authorization: Bearer not-the-key-000000000000\r\n");
+is $r->{status}, 401, 'the export with a wrong key';
 is get('/metrics')->{status}, 200, 'metrics';
 
 # ================= the assertions =================
