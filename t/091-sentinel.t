@@ -17,6 +17,20 @@ write_keys();
 $ENV{TEST_NGINX_DEAD_PORT} = free_port();       # nothing listens there
 sentinel_start(master => 'psdmaster', replicas => 1, sentinels => 3);
 
+our $SENTINEL_PW = 'psd-sentinel-pw-3c9e1a7b';
+write_key_file('sentinel', "$SENTINEL_PW\n");
+
+# every sentinel asks for a password (sentinels take ACL commands), or not
+sub sentinel_auth {
+    my ($on) = @_;
+    my (undef, $sent) = sentinel_ports();
+    for my $port (@$sent) {
+        my @cmd = ('ACL', 'SETUSER', 'default', $on ? ('resetpass', ">$SENTINEL_PW") : 'nopass');
+        unshift @cmd, '-a', $SENTINEL_PW unless $on;
+        system('redis-cli', '-p', $port, '--no-auth-warning', @cmd) == 0 or die "redis-cli: $?\n";
+    }
+}
+
 sub count_of { ($_[0]{body} // '') =~ /^\{"count":(\d+)\}$/ ? $1 : undef }
 sub statuses { my %n; $n{ $_->{status} // 'none' }++ for @_; join ' ', map { "$_=$n{$_}" } sort keys %n }
 
@@ -125,3 +139,23 @@ is redis_cmd_at(sentinel_master_port(), 'GET', 'psd:{cnt:d}'), 2, 'on the primar
 --- must_die
 --- error_log eval
 [qr/psd_redis/, qr/"127\.0\.0\.1"/]
+
+
+
+=== TEST 7: sentinels with a password: sentinel_password_file= authenticates, and the password appears nowhere
+--- http_config
+    psd_redis main sentinel $TEST_NGINX_SENTINEL_MASTER $TEST_NGINX_SENTINELS sentinel_password_file=$TEST_NGINX_CONF_DIR/keys/sentinel timeout=1s;
+--- config
+    location = /c { psd_counter $arg_k; }
+    location = /s { psd_status on; }
+--- init
+main::sentinel_auth(1);
+--- check
+my $r = eval { redis_cmd_at((sentinel_ports())[1][0], 'PING') } // $@;
+like $r, qr/NOAUTH/, 'the sentinels want a password';
+ok wait_until(sub { (http_get('/c?k=pw')->{status} // 0) == 200 }, 15),
+    'the primary is found through sentinels that want a password';
+like http_get('/s')->{body}, qr/"mode":"sentinel","connected":true/, 'status: connected';
+main::sentinel_auth(0);
+my $log = do { local (@ARGV, $/) = ("$ENV{TEST_NGINX_SERVROOT}/logs/error.log"); <> };
+unlike $log, qr/\Q$main::SENTINEL_PW\E/, 'the password is in no log line';
