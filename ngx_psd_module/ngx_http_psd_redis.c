@@ -1974,12 +1974,20 @@ ngx_http_psd_redis_reserve(ngx_http_psd_redis_conn_t *conn,
     ngx_http_psd_redis_buf_t *buf, size_t len)
 {
     u_char  *data;
-    size_t   size;
+    size_t   size, unsent;
 
     if (buf->len + len > buf->size) {
+
+        /*
+         * Only what is not sent yet moves: a server that reads slowly
+         * does not make the buffer grow by what it has read already.  The
+         * old buffer is wiped, as it may hold AUTH.
+         */
+
+        unsent = buf->len - buf->pos;
         size = ngx_max(buf->size * 2, 4096);
 
-        while (size < buf->len + len) {
+        while (size < unsent + len) {
             size *= 2;
         }
 
@@ -1989,12 +1997,15 @@ ngx_http_psd_redis_reserve(ngx_http_psd_redis_conn_t *conn,
         }
 
         if (buf->data) {
-            ngx_memcpy(data, buf->data, buf->len);
+            ngx_memcpy(data, buf->data + buf->pos, unsent);
+            psd_cleanse(buf->data, buf->size);
             ngx_free(buf->data);
         }
 
         buf->data = data;
         buf->size = size;
+        buf->len = unsent;
+        buf->pos = 0;
     }
 
     return NGX_OK;
