@@ -94,6 +94,10 @@ my $CW = "psd_webhook carrier; psd_webhook_secret $K/stripe; psd_webhook_signatu
         ['sentinel without port', 'sentinel psdmaster 127.0.0.1', ['"127.0.0.1"']],
         ['sentinel_password= without sentinel', '127.0.0.1:6379 sentinel_password=x',
             ['option "sentinel_password"', 'needs "sentinel"']],
+        ['empty sentinel_password=', 'sentinel psdmaster 127.0.0.1:26379 sentinel_password=',
+            ['empty "sentinel_password="']],
+        ['sentinel_password_file= without a file', 'sentinel psdmaster 127.0.0.1:26379 sentinel_password_file=/nonexistent/pw',
+            ['/nonexistent/pw']],
         ['a second address without cluster or sentinel', '127.0.0.1:6379 127.0.0.1:6380',
             ['invalid value "127.0.0.1:6380"', 'need "cluster" or "sentinel"']]),
     # unknown server names in feature directives
